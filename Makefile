@@ -1,0 +1,44 @@
+# birads-calc developer entry points. `make test` is what CI runs (.ci/run) and what the README tells newcomers.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= data/demo
+
+.PHONY: install test demo reproduce bench lint format clean
+
+install: $(STAMP)
+
+# Reinstall only when the dependency list changes; the package itself is editable.
+# torch/torchvision: pip's constraint file on the development machines caps them at the pair on local disk
+# (torch 2.14.1 + torchvision 0.29.1); elsewhere pip takes the newest pair that matches pyproject.toml.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --progress-bar off -e ".[dev]"
+	touch $(STAMP)
+
+test: install
+	WANDB_MODE=offline $(BIN)/python -m pytest -q
+
+demo: install
+	WANDB_MODE=offline $(BIN)/birads-calc synth --out $(DEMO_DIR) --config configs/synth_demo.yaml
+	WANDB_MODE=offline $(BIN)/birads-calc fit --config configs/demo.yaml
+	WANDB_MODE=offline $(BIN)/birads-calc test --config configs/demo.yaml
+
+reproduce: install
+	WANDB_MODE=offline bash docs/reproduce.sh
+
+bench: install
+	WANDB_MODE=offline $(BIN)/python bench/run.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) runs data/demo .pytest_cache

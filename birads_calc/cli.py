@@ -1,0 +1,68 @@
+"""The ``birads-calc`` program: the Lightning trainer commands and the data tools, one ``--help``.
+
+``fit``, ``validate``, ``test`` and ``predict`` are LightningCLI's (configs, ``--print_config``, overrides).
+The data tools (``synth``, ``convert``, ``check-data``, ``prepare``, ``compare``) are small jsonargparse programs
+that never build a model or a trainer. Each tool module exposes ``configure_parser(parser)`` and ``main(cfg)``;
+they are imported only when their command runs, so ``--help`` and the trainer commands stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+from jsonargparse import ArgumentParser
+
+TRAINER_COMMANDS: dict[str, str] = {
+    "fit": "Train a model (paper §3.2); checkpoints on best val QWK and last.",
+    "validate": "Evaluate a checkpoint on the validation split.",
+    "test": "Evaluate on the test split: metrics.json (QWK, MAQWK-M/-B with CIs) and predictions.csv.",
+    "predict": "Per-calcification BI-RADS for new studies: predictions.csv, breasts.csv and overlays.",
+}
+
+# command -> (module implementing it, one-line help)
+TOOLS: dict[str, tuple[str, str]] = {
+    "synth": ("birads_calc.data.synthetic", "Write a synthetic mammography dataset (DICOM + masks + manifest)."),
+    "convert": ("birads_calc.data.adapters", "Turn a public dataset (CBIS-DDSM, INbreast, ...) into a manifest."),
+    "check-data": ("birads_calc.data.manifest", "Validate a manifest; report every problem with its row."),
+    "prepare": ("birads_calc.data.cache", "Build the lesion crop cache of a manifest ahead of training."),
+    "compare": ("birads_calc.compare", "Table 3 layout (and Fig. 3 alpha curve) from finished runs."),
+}
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Run ``birads-calc`` with ``args`` (default: ``sys.argv[1:]``) and return the exit code."""
+    args = list(sys.argv[1:] if args is None else args)
+    command = args[0] if args else None
+    if command in TRAINER_COMMANDS:
+        from birads_calc.trainer_cli import BiradsCLI  # heavy imports (torch, lightning) only when needed
+
+        BiradsCLI(args=args)
+        return 0
+    if command in TOOLS:
+        return run_tool(command, args[1:])
+    _overview_parser().parse_args(args)  # prints help, or jsonargparse's error for an unknown command
+    return 2
+
+
+def run_tool(command: str, args: Sequence[str]) -> int:
+    """Parse ``args`` with the tool's own parser and run it."""
+    module_name, help_text = TOOLS[command]
+    module = importlib.import_module(module_name)
+    parser = ArgumentParser(prog=f"birads-calc {command}", description=help_text)
+    module.configure_parser(parser)
+    cfg = parser.parse_args(list(args))
+    return int(module.main(cfg) or 0)
+
+
+def _overview_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="birads-calc",
+        description="Per-calcification BI-RADS classification on mammograms. "
+        "Run 'birads-calc COMMAND --help' for the options of a command.",
+    )
+    commands = parser.add_subcommands(dest="command")
+    for name, help_text in {**TRAINER_COMMANDS, **{k: v[1] for k, v in TOOLS.items()}}.items():
+        commands.add_subcommand(name, ArgumentParser(), help=help_text)
+    return parser

@@ -1,0 +1,19 @@
+"""Shared test setup: W&B never touches the network; real data is found through BIRADS_SHARED_DATA."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+SHARED_DATA = Path(os.environ.get("BIRADS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (or ``$BIRADS_SHARED_DATA``); tests that need it skip with a reason where absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real public data not found at {SHARED_DATA} (set BIRADS_SHARED_DATA)")
+    return SHARED_DATA

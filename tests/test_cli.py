@@ -1,0 +1,54 @@
+"""The ``birads-calc`` program: one help for trainer commands and data tools, clear errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from birads_calc.cli import TOOLS, TRAINER_COMMANDS, main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "birads_calc", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_every_command():
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    for command in [*TRAINER_COMMANDS, *TOOLS]:
+        assert command in result.stdout
+
+
+def test_console_script_is_installed():
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "birads-calc"]
+    assert script.value == "birads_calc.cli:main"
+
+
+def test_fit_help_is_lightning_cli():
+    result = run_cli("fit", "--help")
+    assert result.returncode == 0, result.stderr
+    for option in ("--config", "--trainer.max_epochs", "--model", "--data", "--print_config"):
+        assert option in result.stdout
+
+
+def test_unknown_command_gives_jsonargparse_message():
+    result = run_cli("frobnicate")
+    assert result.returncode != 0
+    assert "invalid choice: 'frobnicate'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_fit_option_gives_clear_message():
+    result = run_cli("fit", "--no_such_option", "1")
+    assert result.returncode != 0
+    assert "no_such_option" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_no_command_shows_usage_not_traceback(capsys):
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code != 0
+    assert "birads-calc" in capsys.readouterr().err
