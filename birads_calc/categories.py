@@ -17,8 +17,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the data tools (synth, check-data) never need it
+    import torch
 
 SIX_CLASS: tuple[str, ...] = ("2", "3", "4A", "4B", "4C", "5")
 FOUR_CLASS: tuple[str, ...] = ("2", "3", "4", "5")
@@ -129,6 +131,8 @@ def parse_pathology(value: object) -> float:
 
 def class_to_risk(index: torch.Tensor | int, num_classes: int = 6) -> torch.Tensor:
     """Regression target of a class: the centre ``(2n-1)/(2N)`` of its segment (n = index + 1)."""
+    import torch
+
     index = torch.as_tensor(index)
     return (2 * index.to(torch.float32) + 1) / (2 * num_classes)
 
@@ -137,8 +141,10 @@ def risk_to_class(risk: torch.Tensor | float | Sequence[float], num_classes: int
     """Predicted class index of a risk score: ``min(floor(r * N), N - 1)``, clamped at 0 from below.
 
     Example:
-        >>> risk_to_class(torch.tensor([0.0, 1 / 6, 0.5, 1.0])).tolist()
+        >>> risk_to_class([0.0, 1 / 6, 0.5, 1.0]).tolist()
         [0, 1, 3, 5]
     """
+    import torch
+
     risk = torch.as_tensor(risk, dtype=torch.float32)
     return torch.clamp(torch.floor(risk * num_classes), 0, num_classes - 1).to(torch.long)

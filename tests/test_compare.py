@@ -1,0 +1,111 @@
+"""``birads-calc compare``: Table 3 markdown, bar chart and Fig. 3 alpha curve from hand-written metrics.json."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from birads_calc.cli import main
+
+
+def write_run(folder: Path, method: str, loss: str, attention: bool, alpha: float | None, qwk, maqwk_m, maqwk_b):
+    """A finished run: ``metrics.json`` in the documented format (docs/architecture.md)."""
+
+    def metric(value, low, high):
+        return {"value": value, "ci_low": low, "ci_high": high, "n": 50}
+
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {
+        "config": folder.parent.name,
+        "method": method,
+        "loss": loss,
+        "attention": attention,
+        "alpha": alpha,
+        "num_classes": 6,
+        "metrics": {"qwk": metric(*qwk), "maqwk_m": metric(*maqwk_m), "maqwk_b": metric(*maqwk_b)},
+    }
+    (folder / "metrics.json").write_text(json.dumps(data))
+    return folder
+
+
+def test_two_runs_give_table_in_table3_order_and_bar_chart(tmp_path, capsys):
+    proposed = write_run(
+        tmp_path / "runs/proposed/version_0", "MAMSE + attention ROI", "mamse", True, 0.2,
+        (0.8870, 0.85, 0.91), (0.3489, 0.2, 0.45), (0.3786, 0.25, 0.48),
+    )  # fmt: skip
+    mc = write_run(
+        tmp_path / "runs/mc/version_3", "MC", "ce", False, None,
+        (0.6583, 0.61, 0.70), (0.1121, 0.01, 0.2), (-0.0027, -0.1, 0.09),
+    )  # fmt: skip
+    out = tmp_path / "cmp"
+    assert main(["compare", str(proposed), str(mc / "metrics.json"), "--out", str(out)]) == 0
+
+    table = (out / "table.md").read_text()
+    printed = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "Method" not in line]
+    assert len(rows) == 2
+    # Table 3 order (gray-patch MC before the proposed method) although given the other way round.
+    assert rows[0].startswith("| MC |") and rows[1].startswith("| MAMSE + attention ROI |")
+    assert "0.6583 [0.6100, 0.7000]" in rows[0] and "-0.0027 [-0.1000, 0.0900]" in rows[0]
+    assert "0.8870 [0.8500, 0.9100]" in rows[1] and "0.3786 [0.2500, 0.4800]" in rows[1]
+    assert rows[0] in printed and rows[1] in printed
+    with Image.open(out / "table.png") as image:
+        assert image.format == "PNG" and image.size == (800, 450)
+    assert not (out / "alpha.png").exists()  # two different methods are no sweep
+
+
+def test_alpha_sweep_draws_fig3_curve(tmp_path):
+    runs = []
+    for k, alpha in enumerate([1.0, 0.2, 0.5]):
+        runs.append(
+            write_run(
+                tmp_path / f"runs/alpha_{alpha}/version_0",
+                "MAMSE + attention ROI",
+                "mamse",
+                True,
+                alpha,
+                (0.80 + k / 100, 0.7, 0.9),
+                (0.3, 0.2, 0.4),
+                (0.35, 0.3, 0.4),
+            )
+        )
+    out = tmp_path / "cmp"
+    assert main(["compare", *map(str, runs), "--out", str(out)]) == 0
+    rows = [line for line in (out / "table.md").read_text().splitlines() if line.startswith("| MAMSE")]
+    assert [row.split("|")[1].strip() for row in rows] == [
+        "MAMSE + attention ROI (alpha=0.2)",
+        "MAMSE + attention ROI (alpha=0.5)",
+        "MAMSE + attention ROI (alpha=1)",
+    ]
+    assert [row.split("|")[2].strip().split()[0] for row in rows] == ["0.8100", "0.8200", "0.8000"]
+    with Image.open(out / "alpha.png") as image:
+        assert image.size == (800, 450)
+        assert len(np.unique(np.asarray(image.convert("L")))) > 10  # something was drawn, not a blank canvas
+
+
+def test_config_folder_takes_newest_version_with_metrics(tmp_path):
+    config = tmp_path / "runs/mse"
+    write_run(config / "version_2", "MSE", "mse", False, 1.0, (0.5, 0.4, 0.6), (0.1, 0, 0.2), (0.1, 0, 0.2))
+    write_run(config / "version_10", "MSE", "mse", False, 1.0, (0.6877, 0.6, 0.7), (0.15, 0, 0.2), (0.03, 0, 0.1))
+    (config / "version_11").mkdir()  # an unfinished run: no metrics.json yet
+    out = tmp_path / "cmp"
+    assert main(["compare", str(config), "--out", str(out)]) == 0
+    assert "0.6877" in (out / "table.md").read_text() and "0.5000" not in (out / "table.md").read_text()
+
+
+def test_folder_without_metrics_is_a_clear_error(tmp_path, capsys):
+    empty = tmp_path / "runs/unfinished/version_0"
+    empty.mkdir(parents=True)
+    assert main(["compare", str(empty), "--out", str(tmp_path / "cmp")]) == 2
+    message = capsys.readouterr().out
+    assert str(empty) in message and "no metrics.json" in message and "Traceback" not in message
+
+
+def test_malformed_metrics_names_file_and_entry(tmp_path, capsys):
+    run = tmp_path / "runs/bad/version_0"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"metrics": {"qwk": {"value": 0.5}, "maqwk_m": {"value": 0.1}}}))
+    assert main(["compare", str(run), "--out", str(tmp_path / "cmp")]) == 2
+    message = capsys.readouterr().out
+    assert "metrics.json" in message and "maqwk_b" in message
