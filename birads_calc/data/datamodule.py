@@ -1,20 +1,262 @@
-"""``BiradsDataModule``: manifest -> attention-ROI batches (paper §2.2, §3.1)."""
+"""``BiradsDataModule``: manifest -> attention-ROI batches (paper §2.2, §3.1; DESIGN §3-4).
+
+``prepare_data`` (local rank 0 of each node) validates the manifest and builds the crop cache when it is missing
+or out of date; ``setup`` (every rank) reads the manifest, opens the cache and splits by patient. Loaders ship
+compact arrays; :meth:`BiradsDataModule.on_after_batch_transfer` assembles the float ROIs on the device.
+
+Batches before transfer: ``pixels`` uint16 ``[B, W, W]``, ``masks`` uint8 ``[B, W, W]`` (bit 0 = all
+calcifications, bit 1 = this lesion), ``target`` int64, ``malignancy`` float32, ``index`` int64. After transfer:
+``image`` float32 ``[B, 3, W, W]`` in [0, 1], ``target``, ``malignancy``, ``index`` (docs/architecture.md).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from birads_calc.data.cache import CacheSettings, LesionCache, ensure_cache, find_cache
+from birads_calc.data.manifest import SPLITS, Lesion, ManifestError, Problem, read_manifest
+from birads_calc.data.roi import assemble
+from birads_calc.data.sampler import BalancedDistributedSampler
+
+
+class WindowDataset(Dataset):
+    """(window, lesion) samples read from the cache.
+
+    Args:
+        cache: the opened crop cache.
+        samples: int64 ``[S, 4]``: position in the lesion list, cache entry, window top, window left.
+        targets: int64 class index per lesion position (-1 unlabelled).
+        malignancy: float32 per lesion position.
+    """
+
+    def __init__(self, cache: LesionCache, samples: np.ndarray, targets: np.ndarray, malignancy: np.ndarray):
+        self.cache = cache
+        self.samples = samples
+        self.targets = targets
+        self.malignancy = malignancy
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        position, entry, top, left = (int(v) for v in self.samples[i])
+        pixels, masks = self.cache.crop_window(entry, top, left)
+        return {
+            "pixels": torch.from_numpy(pixels),
+            "masks": torch.from_numpy(masks),
+            "target": torch.tensor(self.targets[position], dtype=torch.int64),
+            "malignancy": torch.tensor(self.malignancy[position], dtype=torch.float32),
+            "index": torch.tensor(position, dtype=torch.int64),
+        }
+
+    def __getitems__(self, indices: Sequence[int]) -> dict:
+        """A whole batch at once, written straight into its arrays (no per-sample tensors, no stacking copy)."""
+        size = self.cache.settings.window
+        pixels = np.empty((len(indices), size, size), dtype=np.uint16)
+        masks = np.empty((len(indices), size, size), dtype=np.uint8)
+        rows = self.samples[np.asarray(indices, dtype=np.int64)]
+        for k, (_, entry, top, left) in enumerate(rows.tolist()):
+            pixels[k], masks[k] = self.cache.crop_window(entry, top, left)
+        positions = rows[:, 0]
+        return {
+            "pixels": torch.from_numpy(pixels),
+            "masks": torch.from_numpy(masks),
+            "target": torch.from_numpy(self.targets[positions]),
+            "malignancy": torch.from_numpy(self.malignancy[positions]),
+            "index": torch.from_numpy(positions.copy()),
+        }
+
+    @property
+    def sample_labels(self) -> np.ndarray:
+        """Class index of each sample (its lesion's)."""
+        return self.targets[self.samples[:, 0]]
 
 
 class BiradsDataModule(L.LightningDataModule):
-    """Placeholder until the data issue lands: holds the public signature only.
+    """Attention-ROI windows of the calcifications of a manifest, split 3:1:1 by patient.
 
     Args:
         manifest: the manifest CSV (DESIGN §3).
         num_classes: 6 (BI-RADS 5th edition) or 4 (older standard).
+        split_seed: seed of the random patient split (ignored when the manifest has a ``split`` column).
+        split_ratios: train:val:test proportions of patients.
+        window: window size in pixels (paper: 400).
+        stride: grid stride in pixels (paper: 100).
+        attention: ``[x, x*M_all, x*M_lesion]`` when True, the gray patch repeated 3 times otherwise.
+        batch_size: per process.
+        num_workers: loader worker processes.
+        balanced_sampling: class-balanced training draws (§3.2); otherwise plain shuffling.
+        augment: random flips / 90-degree rotations on training batches (on the device).
+        cache_dir: crop cache folder (default ``<manifest folder>/.birads_cache``).
+        pixel_spacing_mm: resample every image to this spacing first (None: keep the native pixels).
+        skip_bad_rows: leave bad manifest rows out (each reported) instead of refusing the manifest.
+        pin_memory: pinned host memory for faster host-to-GPU copies.
+        voi: DICOM VOI handling, ``"window"`` (the file's window/VOI LUT) or ``"full"`` (whole range).
     """
 
-    def __init__(self, manifest: Path | None = None, num_classes: int = 6):
+    def __init__(
+        self,
+        manifest: Path | None = None,
+        num_classes: int = 6,
+        split_seed: int = 0,
+        split_ratios: Sequence[float] = (3, 1, 1),
+        window: int = 400,
+        stride: int = 100,
+        attention: bool = True,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        balanced_sampling: bool = True,
+        augment: bool = True,
+        cache_dir: Path | None = None,
+        pixel_spacing_mm: float | None = None,
+        skip_bad_rows: bool = False,
+        pin_memory: bool = True,
+        voi: str = "window",
+    ):
         super().__init__()
         self.save_hyperparameters()
+        if len(split_ratios) != 3 or min(split_ratios) < 0 or sum(split_ratios) <= 0:
+            raise ValueError(f"split_ratios must be three non-negative numbers (train, val, test), got {split_ratios}")
+        self.manifest = Path(manifest) if manifest is not None else None
+        self.settings = CacheSettings(window, stride, pixel_spacing_mm, voi, num_classes, skip_bad_rows)
+        self.lesions: list[Lesion] = []
+        self.splits: dict[str, list[int]] = {}
+        self.cache: LesionCache | None = None
+        self.datasets: dict[str, WindowDataset] = {}
+
+    # -- preparation ---------------------------------------------------------------------------------------------
+
+    def _manifest(self) -> Path:
+        if self.manifest is None:
+            raise ValueError("BiradsDataModule needs a manifest (data.manifest: path/to/manifest.csv)")
+        return self.manifest
+
+    def prepare_data(self) -> None:
+        """Validate the manifest and build the crop cache if needed (local rank 0 of each node)."""
+        ensure_cache(self._manifest(), self.settings, self.hparams.cache_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read the manifest, open the cache, split by patient and build the datasets of ``stage``."""
+        manifest = self._manifest()
+        labelled = stage in ("fit", "validate", "test", None)
+        self.lesions = read_manifest(
+            manifest,
+            self.hparams.num_classes,
+            require_labels=labelled,
+            skip_bad_rows=self.hparams.skip_bad_rows,
+            check_files=False,  # the files were checked when the cache (keyed by their size/mtime) was built
+        )
+        self.cache = find_cache(manifest, self.settings, self.hparams.cache_dir) or ensure_cache(
+            manifest, self.settings, self.hparams.cache_dir
+        )
+        entry_of = self.cache.entry_of_row()
+        if self.hparams.skip_bad_rows:
+            self.lesions = [x for x in self.lesions if x.row in entry_of]
+        missing = [x for x in self.lesions if x.row not in entry_of]
+        if missing:
+            problems = [Problem(x.row, "row is missing from the crop cache", file=x.image) for x in missing]
+            raise ManifestError(manifest, problems)
+        self._entries = np.asarray([entry_of[x.row] for x in self.lesions], dtype=np.int64)
+        self._targets = np.asarray([-1 if x.label is None else x.label for x in self.lesions], dtype=np.int64)
+        self._malignancy = np.asarray([x.malignancy for x in self.lesions], dtype=np.float32)
+        self.splits = split_by_patient(self.lesions, self.hparams.split_ratios, self.hparams.split_seed)
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
+        for name in wanted.get(stage, ("train", "val", "test")):
+            self.datasets[name] = self._dataset(name)
+
+    def _dataset(self, name: str) -> WindowDataset:
+        positions = range(len(self.lesions)) if name == "predict" else self.splits[name]
+        samples = []
+        for position in positions:
+            entry = int(self._entries[position])
+            windows = self.cache.windows(entry) if name == "train" else self.cache.centres[entry : entry + 1]
+            for top, left in windows:
+                samples.append((position, entry, int(top), int(left)))
+        samples = np.asarray(samples, dtype=np.int64).reshape(-1, 4)
+        return WindowDataset(self.cache, samples, self._targets, self._malignancy)
+
+    # -- loaders -------------------------------------------------------------------------------------------------
+
+    def _loader(self, name: str, **kwargs) -> DataLoader:
+        if name not in self.datasets:
+            raise RuntimeError(f"no {name} data: call setup() with the matching stage first")
+        dataset = self.datasets[name]
+        if len(dataset) == 0:
+            raise ValueError(f"the {name} split of {self.manifest} is empty (too few patients for the split ratios?)")
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
+            collate_fn=_collate,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Every (window, lesion) pair of the training patients; class-balanced and sharded per DDP rank."""
+        dataset = self.datasets.get("train")
+        if dataset is not None and self.hparams.balanced_sampling and len(dataset):
+            sampler = BalancedDistributedSampler(dataset.sample_labels, seed=self.hparams.split_seed)
+            return self._loader("train", sampler=sampler, drop_last=len(sampler) > self.hparams.batch_size)
+        return self._loader(
+            "train", shuffle=True, drop_last=dataset is not None and len(dataset) > self.hparams.batch_size
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        """One centred window per validation lesion."""
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        """One centred window per test lesion."""
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """One centred window per manifest row (labels optional)."""
+        return self._loader("predict")
+
+    # -- on the device -------------------------------------------------------------------------------------------
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Assemble the float ROIs on the device; random flips/rotations while training only."""
+        training = self.trainer is not None and self.trainer.training
+        return to_model_batch(batch, self.hparams.attention, augment=training and self.hparams.augment)
+
+
+def _collate(batch):
+    """Batches come whole from ``WindowDataset.__getitems__``; anything else goes through the default collation."""
+    return batch if isinstance(batch, dict) else default_collate(batch)
+
+
+def to_model_batch(batch: dict, attention: bool = True, augment: bool = False, generator=None) -> dict:
+    """A loader batch (compact arrays) -> the model's batch (``image``, ``target``, ``malignancy``, ``index``).
+
+    A plain function so a bare PyTorch loop gets exactly the batches Lightning does.
+    """
+    if "image" in batch:  # already assembled
+        return batch
+    image = assemble(batch["pixels"], batch["masks"], attention=attention, augment=augment, generator=generator)
+    return {"image": image, "target": batch["target"], "malignancy": batch["malignancy"], "index": batch["index"]}
+
+
+def split_by_patient(lesions: Sequence[Lesion], ratios: Sequence[float] = (3, 1, 1), seed: int = 0) -> dict:
+    """Lesion positions per split (``train``/``val``/``test``): the manifest's ``split`` column when it has one,
+    otherwise patients shuffled with ``seed`` and cut by ``ratios`` (every patient in exactly one split).
+    """
+    if any(x.split for x in lesions):
+        return {name: [i for i, x in enumerate(lesions) if x.split == name] for name in SPLITS}
+    patients = sorted({x.patient_id for x in lesions})
+    order = np.random.default_rng(seed).permutation(len(patients))
+    weights = np.asarray(ratios, dtype=np.float64) / float(sum(ratios))
+    cuts = np.round(np.cumsum(weights) * len(patients)).astype(int)
+    assignment = {}
+    for rank, p in enumerate(order):
+        assignment[patients[p]] = SPLITS[int(np.searchsorted(cuts, rank, side="right"))]
+    return {name: [i for i, x in enumerate(lesions) if assignment[x.patient_id] == name] for name in SPLITS}

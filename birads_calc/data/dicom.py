@@ -1,0 +1,305 @@
+"""Mammograms on disk -> float32 image in [0, 1] (MONOCHROME2: bright = dense/calcified) + pixel spacing.
+
+DICOM handling, in the order the DICOM standard applies it (PS3.4 N.2):
+
+1. **Decode** the stored values with pydicom; compressed transfer syntaxes (RLE, JPEG lossless, JPEG-LS,
+   JPEG 2000) go through the pylibjpeg plugins. Multi-frame objects (tomosynthesis) and colour images are refused.
+2. **Modality LUT** (``apply_modality_lut``: RescaleSlope/Intercept or a Modality LUT Sequence).
+3. **VOI** (``voi="window"``, the default): the VOI LUT Sequence or the linear/sigmoid window
+   (WindowCenter/Width) through ``apply_voi_lut``, when the file carries one. This is the contrast the vendor set
+   for reading and the one the radiologist rated the calcification on. Values above the window saturate at 1.0:
+   calcifications, the brightest structures, stay at the top of the range (never darkened or removed), but their
+   internal contrast is lost where the window ends below them. ``voi="full"`` skips the window and keeps the
+   whole range of the modality LUT output (use it when a vendor window is known to saturate calcifications).
+4. **Scale to [0, 1] by the true range**: the output range of the window or VOI LUT, else the range that
+   BitsStored/PixelRepresentation allow after the modality LUT (a 12-bit image is divided by 4095, not 65535).
+5. **MONOCHROME1** (bright = air) is inverted so every image is MONOCHROME2.
+
+PNG/PGM/TIFF (public sets such as mini-MIAS ship those) are scaled by their integer type's range; float TIFFs
+are taken as they are when within [0, 1] and min-max scaled otherwise; NaN/inf is refused.
+
+No identifying DICOM field (PatientName, PatientBirthDate, AccessionNumber, ...) is read into the result or any
+message: errors name the file only.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic", ""})
+RASTER_SUFFIXES = frozenset({".png", ".pgm", ".pnm", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg"})
+VOI_MODES = ("window", "full")
+
+
+class ImageReadError(ValueError):
+    """An image file that cannot be used; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class MammogramImage:
+    """A decoded mammogram.
+
+    Attributes:
+        pixels: float32 ``[H, W]`` in [0, 1], MONOCHROME2 (bright = dense / calcified).
+        pixel_spacing: ``(row_mm, col_mm)`` or ``None`` when the file does not say.
+    """
+
+    pixels: np.ndarray
+    pixel_spacing: tuple[float, float] | None
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What can be known about an image without decoding its pixels: size and spacing."""
+
+    rows: int
+    columns: int
+    pixel_spacing: tuple[float, float] | None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows, self.columns
+
+
+def read_image(path: str | os.PathLike, voi: str = "window") -> MammogramImage:
+    """Read a DICOM, PNG, PGM or TIFF mammogram as a float32 image in [0, 1].
+
+    Args:
+        path: the image file. Files ending in ``.dcm``/``.dicom`` or without suffix are read as DICOM, anything
+            else by its raster format (a DICOM under another name is still recognised by its preamble).
+        voi: ``"window"`` applies the file's VOI LUT / window when present; ``"full"`` keeps the whole range.
+
+    Raises:
+        ImageReadError: naming the file: missing, not an image, truncated, multi-frame, colour, no pixel data,
+            non-finite values.
+
+    Example:
+        >>> image = read_image("mammogram.dcm")  # doctest: +SKIP
+        >>> image.pixels.dtype, float(image.pixels.max()) <= 1.0
+        (dtype('float32'), True)
+    """
+    path = Path(path)
+    if voi not in VOI_MODES:
+        raise ValueError(f"voi must be one of {VOI_MODES}, got {voi!r}")
+    if _is_dicom(path):
+        return _read_dicom(path, voi)
+    return _read_raster(path)
+
+
+def read_header(path: str | os.PathLike) -> ImageHeader:
+    """Size and spacing of an image without decoding its pixels (cheap: used to validate manifests).
+
+    For DICOM this reads the header only (pixel data is skipped, not loaded) and still catches what a header can
+    show: multi-frame, colour, missing or truncated pixel data (the latter for uncompressed transfer syntaxes).
+
+    Raises:
+        ImageReadError: naming the file.
+    """
+    path = Path(path)
+    if not _is_dicom(path):
+        try:
+            with Image.open(path) as im:
+                columns, rows = im.size
+                _check_raster_mode(path, im.mode, getattr(im, "n_frames", 1))
+        except (OSError, ValueError) as error:
+            raise ImageReadError(f"{path}: cannot read image ({_reason(error)})") from None
+        return ImageHeader(rows, columns, None)
+    # defer_size: large values (PixelData) are left on disk; only their offset and length are recorded.
+    ds = _dcmread(path, defer_size=1024)
+    _check_dicom_layout(path, ds)
+    element = ds.get_item("PixelData", keep_deferred=True)
+    if element is None:
+        raise ImageReadError(f"{path}: DICOM has no PixelData (not an image object)")
+    if not ds.file_meta.TransferSyntaxUID.is_compressed:
+        expected = int(ds.Rows) * int(ds.Columns) * ((int(ds.BitsAllocated) + 7) // 8)
+        if _available_bytes(path, element) < expected:
+            raise ImageReadError(
+                f"{path}: DICOM is truncated (pixel data needs {expected} bytes, the file holds fewer)"
+            )
+    return ImageHeader(int(ds.Rows), int(ds.Columns), _dicom_spacing(ds))
+
+
+def _available_bytes(path: Path, element) -> int:
+    """Bytes of pixel data present: a deferred element is measured against the file's end, a read one directly."""
+    value = getattr(element, "value", None)
+    if value is not None:
+        return len(value)
+    start, length = getattr(element, "value_tell", None), getattr(element, "length", None)
+    if start is None or length is None:
+        return 2**62  # cannot tell without reading; the decoder will say
+    return min(length, path.stat().st_size - start)
+
+
+def _is_dicom(path: Path) -> bool:
+    if path.suffix.lower() in RASTER_SUFFIXES:
+        return False
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:  # unknown suffix: look for the DICOM preamble magic
+        with path.open("rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return True  # let the DICOM reader report the missing/unreadable file
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+def _dcmread(path: Path, **kwargs) -> pydicom.Dataset:
+    if not path.is_file():
+        raise ImageReadError(f"{path}: file not found")
+    try:
+        return pydicom.dcmread(path, **kwargs)
+    except InvalidDicomError:
+        raise ImageReadError(f"{path}: not a DICOM file (no DICM preamble and no readable header)") from None
+    except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as error:
+        raise ImageReadError(f"{path}: unreadable DICOM ({_reason(error)})") from None
+
+
+def _check_dicom_layout(path: Path, ds: pydicom.Dataset) -> None:
+    missing = [k for k in ("Rows", "Columns", "BitsAllocated") if k not in ds]
+    if missing:
+        raise ImageReadError(f"{path}: DICOM is not an image (missing {', '.join(missing)})")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise ImageReadError(
+            f"{path}: multi-frame DICOM ({frames} frames, e.g. tomosynthesis) is not supported; "
+            "export 2-D mammograms (one frame per file)"
+        )
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if samples != 1:
+        raise ImageReadError(f"{path}: colour DICOM ({samples} samples per pixel); mammograms must be grayscale")
+
+
+def _dicom_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
+    # Mammography detectors usually record ImagerPixelSpacing; PixelSpacing (calibrated) wins when present.
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(key)
+        if value is not None and len(value) == 2:
+            row_mm, col_mm = (float(v) for v in value)
+            if row_mm > 0 and col_mm > 0:
+                return row_mm, col_mm
+    return None
+
+
+def _read_dicom(path: Path, voi: str) -> MammogramImage:
+    ds = _dcmread(path)
+    _check_dicom_layout(path, ds)
+    if "PixelData" not in ds:
+        raise ImageReadError(f"{path}: DICOM has no PixelData (not an image object)")
+    try:
+        stored = ds.pixel_array
+    except (ValueError, RuntimeError, NotImplementedError, OSError, KeyError, AttributeError) as error:
+        raise ImageReadError(f"{path}: cannot decode pixel data ({_reason(error)})") from None
+    if stored.ndim != 2:
+        raise ImageReadError(f"{path}: expected a 2-D image, decoded shape {stored.shape}")
+    values = apply_modality_lut(stored, ds)
+    low, high = _modality_range(ds)
+    if voi == "window" and (ds.get("VOILUTSequence") or ds.get("WindowCenter") is not None):
+        values, (low, high) = _apply_voi(values, ds, (low, high))
+    pixels = _unit_range(np.asarray(values, dtype=np.float64), low, high)
+    if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
+        pixels = 1.0 - pixels
+    return MammogramImage(pixels.astype(np.float32), _dicom_spacing(ds))
+
+
+def _modality_range(ds: pydicom.Dataset) -> tuple[float, float]:
+    """The values the modality LUT can output: the true range of the data, not the container's."""
+    if ds.get("ModalityLUTSequence"):
+        lut = _lut_values(ds.ModalityLUTSequence[0])
+        return float(lut.min()), float(lut.max())
+    bits = int(ds.get("BitsStored", ds.BitsAllocated))
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    else:
+        low, high = 0, 2**bits - 1
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    ends = sorted((low * slope + intercept, high * slope + intercept))
+    return ends[0], ends[1]
+
+
+def _apply_voi(values: np.ndarray, ds: pydicom.Dataset, modality_range: tuple[float, float]):
+    """VOI LUT or window through pydicom; returns the values and the range they can take."""
+    if ds.get("VOILUTSequence"):
+        lut = _lut_values(ds.VOILUTSequence[0])
+        out_range = (float(lut.min()), float(lut.max()))
+    elif ds.get("ModalityLUTSequence"):
+        # pydicom's windowing maps onto the Modality LUT's nominal output range (PS3.3 C.11.1.1.1)
+        out_range = (0.0, 2.0 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
+    else:
+        # ... or onto the rescaled stored range (PS3.3 C.11.2.1.2)
+        out_range = modality_range
+    return apply_voi_lut(values, ds, prefer_lut=True), out_range
+
+
+def _lut_values(item: pydicom.Dataset) -> np.ndarray:
+    """A LUT's entries as numbers, whether stored as US values or as OW bytes."""
+    data = item.LUTData
+    if isinstance(data, bytes):
+        bits = int(item.LUTDescriptor[2])
+        return np.frombuffer(data, dtype=np.uint8 if bits <= 8 else "<u2").astype(np.float64)
+    return np.asarray(data if isinstance(data, (list, tuple)) or hasattr(data, "__len__") else [data], np.float64)
+
+
+def _unit_range(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    if high <= low:
+        return np.zeros_like(values)
+    return np.clip((values - low) / (high - low), 0.0, 1.0)
+
+
+def _check_raster_mode(path: Path, mode: str, frames: int) -> None:
+    if frames > 1:
+        raise ImageReadError(f"{path}: multi-page image ({frames} pages) is not supported; one image per file")
+    if mode in ("RGB", "RGBA", "CMYK", "YCbCr", "P", "LAB", "HSV"):
+        raise ImageReadError(f"{path}: colour image (mode {mode}); mammograms must be grayscale")
+
+
+def _read_raster(path: Path) -> MammogramImage:
+    if not path.is_file():
+        raise ImageReadError(f"{path}: file not found")
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            array = np.asarray(tifffile.imread(path))
+        else:
+            with Image.open(path) as im:
+                _check_raster_mode(path, im.mode, getattr(im, "n_frames", 1))
+                array = np.asarray(im)
+    except ImageReadError:
+        raise
+    except Exception as error:  # Pillow/tifffile raise many types for corrupt files
+        raise ImageReadError(f"{path}: cannot read image ({_reason(error)})") from None
+    if array.ndim == 3 and array.shape[-1] in (3, 4) and np.all(array[..., :3] == array[..., :1]):
+        array = array[..., 0]  # gray stored as RGB(A)
+    if array.ndim != 2:
+        raise ImageReadError(f"{path}: expected a 2-D grayscale image, got shape {array.shape}")
+    return MammogramImage(_raster_unit_range(path, array), None)
+
+
+def _raster_unit_range(path: Path, array: np.ndarray) -> np.ndarray:
+    if array.dtype == bool:
+        return array.astype(np.float32)
+    if np.issubdtype(array.dtype, np.integer):
+        info = np.iinfo(array.dtype)
+        return _unit_range(array.astype(np.float64), info.min, info.max).astype(np.float32)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ImageReadError(f"{path}: unsupported pixel type {array.dtype}")
+    if not np.all(np.isfinite(array)):
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise ImageReadError(f"{path}: image holds {bad} non-finite value(s) (NaN or inf)")
+    low, high = float(array.min()), float(array.max())
+    if low >= 0.0 and high <= 1.0:
+        return array.astype(np.float32)  # already a [0, 1] image: keep its contrast as is
+    return _unit_range(array.astype(np.float64), low, high).astype(np.float32)
