@@ -33,12 +33,13 @@ TOOLS: dict[str, tuple[str, str]] = {
 
 def main(args: Sequence[str] | None = None) -> int:
     """Run ``birads-calc`` with ``args`` (default: ``sys.argv[1:]``) and return the exit code."""
-    args = list(sys.argv[1:] if args is None else args)
+    from_argv = args is None
+    args = list(sys.argv[1:] if from_argv else args)
     command = args[0] if args else None
     if command in TRAINER_COMMANDS:
         from birads_calc.trainer_cli import BiradsCLI  # heavy imports (torch, lightning) only when needed
 
-        BiradsCLI(args=args)
+        BiradsCLI(args=None if from_argv else args)  # LightningCLI reads sys.argv itself when given None
         return 0
     if command in TOOLS:
         return run_tool(command, args[1:])

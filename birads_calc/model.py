@@ -1,20 +1,330 @@
-"""``BiradsClassifier``: timm backbone -> risk score (regression) or N logits (MC baseline). Paper §2.3, §3.2."""
+"""``BiradsClassifier``: timm backbone -> risk score (regression) or N logits (MC baseline). Paper §2.3, §3.2.
+
+The regression methods (MSE, MAMSE) put one sigmoid output on the backbone: the risk ``r`` in [0, 1], mapped to a
+class by ``categories.risk_to_class``. The multi-class baseline (``loss: ce``) has N logits; its predicted class is
+the argmax and its "risk" (used for AUROC and written to predictions.csv) is the expected segment centre
+``sum_k p_k (2k+1)/(2N)``, i.e. the probability-weighted position on the same [0, 1] scale.
+
+ImageNet weights: ``timm.create_model(name, pretrained=True)`` retries an unreachable hub for about a minute.
+Hospital workstations and cluster nodes are often offline, so :func:`create_backbone` decides up front where the
+weights come from (a local file, the local Hugging Face cache, or the hub when it answers within seconds) and
+otherwise stops at once, saying both ways out.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
 import lightning as L
+import timm
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MetricCollection
+
+from birads_calc.categories import class_to_risk, risk_to_class, scale
+from birads_calc.losses import LossName, build_loss
+from birads_calc.metrics import MalignancyAdjustedQWK, QuadraticWeightedKappa
+
+HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm publishes on the Hugging Face Hub
+PROBE_TIMEOUT_S = 3.0
+PREDICTION_DTYPES = {
+    "index": torch.long,
+    "risk": torch.float32,
+    "pred": torch.long,
+    "target": torch.long,
+    "malignancy": torch.float32,
+}
+PREDICTION_KEYS = tuple(PREDICTION_DTYPES)
+
+
+class PretrainedWeightsError(RuntimeError):
+    """ImageNet weights were asked for but can be had neither from the network nor from a local file."""
+
+
+def paper_optimizer(params: Iterable) -> torch.optim.Optimizer:
+    """The paper's optimizer (§3.2): SGD, lr 0.001, momentum 0.99."""
+    return torch.optim.SGD(params, lr=1e-3, momentum=0.99)
+
+
+def paper_scheduler(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """The paper's schedule (§3.2): learning rate times 0.3 every 10 epochs."""
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=10, gamma=0.3)
 
 
 class BiradsClassifier(L.LightningModule):
-    """Placeholder until the model issue lands: holds the public signature only.
+    """Per-calcification BI-RADS model: attention ROI ``[B, 3, W, W]`` in [0, 1] -> risk (or class logits).
 
     Args:
-        backbone: any timm model name.
-        num_classes: 6 or 4 (linked from the data module).
-        loss: ``"mamse"``, ``"mse"`` or ``"ce"`` (multi-class baseline).
-        alpha: MAMSE weighting coefficient (paper default 0.2).
+        backbone: any timm model name (``timm.list_models()``); the paper uses ``resnet18``.
+        num_classes: 6 (BI-RADS 5th edition) or 4; linked from the data module by the CLI.
+        loss: ``"mamse"`` (Eq. 4, proposed), ``"mse"`` (Eq. 1) or ``"ce"`` (multi-class baseline, N logits).
+        alpha: MAMSE weighting coefficient in (0, 1] (paper default 0.2); ignored by the other losses.
+        pretrained: start from ImageNet weights (hub, local Hugging Face cache, or ``weights_path``).
+        weights_path: local ``.safetensors`` / PyTorch state-dict file with the backbone's ImageNet weights.
+        channels_last: keep the backbone and its input in channels-last memory format (faster convolutions on
+            GPUs with tensor cores under mixed precision).
+        optimizer: optimizer factory, injected by the CLI; ``None`` = the paper's SGD (lr 0.001, momentum 0.99).
+        lr_scheduler: scheduler factory stepped once per epoch; ``None`` = the paper's StepLR(10, 0.3).
     """
 
-    def __init__(self, backbone: str = "resnet18", num_classes: int = 6, loss: str = "mamse", alpha: float = 0.2):
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        num_classes: int = 6,
+        loss: LossName = "mamse",
+        alpha: float = 0.2,
+        pretrained: bool = True,
+        weights_path: str | None = None,
+        channels_last: bool = False,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        scale(num_classes)  # refuses anything but 6 or 4 with a clear message
+        self.optimizer_factory: Callable = optimizer or paper_optimizer
+        self.scheduler_factory: Callable = lr_scheduler or paper_scheduler
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
+        self._test_outputs: list[dict[str, torch.Tensor]] = []
+        self.test_predictions: dict[str, torch.Tensor] | None = None
+
+    # --- template -------------------------------------------------------------------------------------------------
+    def configure_models(self) -> None:
+        """Build the backbone and register its normalisation constants as buffers (they follow the device)."""
+        hp = self.hparams
+        outputs = hp.num_classes if hp.loss == "ce" else 1
+        self.backbone = create_backbone(hp.backbone, outputs, pretrained=hp.pretrained, weights_path=hp.weights_path)
+        cfg = self.backbone.pretrained_cfg
+        self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, -1, 1, 1), False)
+        self.register_buffer("std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, -1, 1, 1), False)
+        if hp.channels_last:
+            self.backbone = self.backbone.to(memory_format=torch.channels_last)
+
+    def configure_losses(self) -> None:
+        """The loss the config names (``losses.build_loss``); it validates alpha."""
+        self.criterion = build_loss(self.hparams.loss, num_classes=self.hparams.num_classes, alpha=self.hparams.alpha)
+
+    def configure_metrics(self) -> None:
+        """QWK, MAQWK-M and MAQWK-B per stage; confusion-matrix states summed across DDP processes."""
+        n = self.hparams.num_classes
+        # compute_groups=False: the three metrics have equally shaped states that can coincide on a first batch
+        # (e.g. all malignant), and torchmetrics would then wrongly merge them for the rest of the epoch.
+        metrics = MetricCollection(
+            {
+                "qwk": QuadraticWeightedKappa(n),
+                "maqwk_m": MalignancyAdjustedQWK(n, "malignant"),
+                "maqwk_b": MalignancyAdjustedQWK(n, "benign"),
+            },
+            compute_groups=False,
+        )
+        self.train_metrics = metrics.clone(prefix="train_")
+        self.val_metrics = metrics.clone(prefix="val_")
+        self.test_metrics = metrics.clone(prefix="test_")
+
+    # --- forward --------------------------------------------------------------------------------------------------
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Raw head output: ``[B]`` risk logit (regression) or ``[B, N]`` class logits (``loss: ce``)."""
+        x = (image - self.mean) / self.std
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.backbone(x)
+        return out if self.hparams.loss == "ce" else out.squeeze(1)
+
+    def risk_and_class(self, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Risk in [0, 1] and predicted class index from the head output (see the module docstring for MC)."""
+        n = self.hparams.num_classes
+        if self.hparams.loss == "ce":
+            probs = output.float().softmax(dim=1)
+            centres = class_to_risk(torch.arange(n, device=output.device), n)
+            return probs @ centres, probs.argmax(dim=1)
+        risk = output.float().sigmoid()
+        return risk, risk_to_class(risk, n).to(output.device)
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], metrics: MetricCollection, stage: str) -> dict:
+        output = self(batch["image"])
+        risk, pred = self.risk_and_class(output)
+        loss_input = output if self.hparams.loss == "ce" else risk
+        loss = self.criterion(loss_input, batch["target"], batch["malignancy"])
+        # Metric states live on the device; logging the collection defers compute and DDP sync to epoch end.
+        metrics.update(pred, batch["target"], malignancy=batch["malignancy"])
+        batch_size = batch["target"].shape[0]
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=batch_size)
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
+        return {"loss": loss, "risk": risk.detach(), "pred": pred}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """One optimisation step's loss; train loss and metrics are logged per epoch."""
+        return self._shared_step(batch, self.train_metrics, "train")["loss"]
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Accumulate val loss, QWK, MAQWK-M/-B (``val_qwk`` is what checkpointing monitors)."""
+        self._shared_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Accumulate test metrics and keep each lesion's prediction for the reports."""
+        out = self._shared_step(batch, self.test_metrics, "test")
+        self._test_outputs.append(
+            {
+                "index": batch["index"],
+                "risk": out["risk"].float(),
+                "pred": out["pred"],
+                "target": batch["target"],
+                "malignancy": batch["malignancy"].float(),
+            }
+        )
+
+    def on_test_epoch_start(self) -> None:
+        self._test_outputs, self.test_predictions = [], None
+
+    def on_test_epoch_end(self) -> None:
+        """Gather every process's predictions; keep each lesion once (DDP samplers pad with repeats)."""
+        outputs, self._test_outputs = self._test_outputs, []
+        if outputs:
+            local = {k: torch.cat([o[k] for o in outputs]) for k in PREDICTION_KEYS}
+        else:  # a process without test batches still takes part in the collective gather
+            local = {k: torch.empty(0, dtype=PREDICTION_DTYPES[k], device=self.device) for k in PREDICTION_KEYS}
+        self.test_predictions = gather_predictions(local, self.all_gather, self.trainer.world_size)
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Risk and predicted class per lesion, with the lesion's ``index`` for the reports."""
+        risk, pred = self.risk_and_class(self(batch["image"]))
+        return {"index": batch["index"], "risk": risk, "pred": pred}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """The injected optimizer and a scheduler stepped once per epoch (paper: StepLR every 10 epochs)."""
+        optimizer = self.optimizer_factory(self.parameters())
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def gather_predictions(
+    local: dict[str, torch.Tensor], all_gather: Callable[[torch.Tensor], torch.Tensor], world_size: int
+) -> dict[str, torch.Tensor]:
+    """Concatenate per-process prediction tensors on every process, each lesion ``index`` once, sorted by index.
+
+    Processes may hold different numbers of rows, so each pads to the longest with ``index = -1`` before the
+    fixed-shape ``all_gather``. Rows of the same index are identical (same weights, eval mode), so the first is kept.
+    """
+    if world_size > 1:
+        count = torch.tensor([local["index"].numel()], device=local["index"].device)
+        longest = int(all_gather(count).max())
+        padded = {}
+        for key, value in local.items():
+            pad = torch.full((longest - value.numel(),), -1 if key == "index" else 0, dtype=value.dtype)
+            padded[key] = all_gather(torch.cat([value, pad.to(value.device)])).reshape(-1)
+        local = padded
+    local = {k: v.detach().cpu() for k, v in local.items()}
+    keep = local["index"] >= 0
+    index = local["index"][keep]
+    unique, first = _first_occurrence(index)
+    return {k: v[keep][first] for k, v in local.items()} | {"index": unique}
+
+
+def _first_occurrence(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted unique values and, for each, the position of its first occurrence in ``values``."""
+    unique, inverse = torch.unique(values, sorted=True, return_inverse=True)
+    positions = torch.arange(values.numel())
+    first = torch.full((unique.numel(),), values.numel(), dtype=torch.long).scatter_reduce(
+        0, inverse, positions, reduce="amin"
+    )
+    return unique, first
+
+
+# --- backbones ------------------------------------------------------------------------------------------------------
+def create_backbone(
+    name: str, num_outputs: int, pretrained: bool = False, weights_path: str | os.PathLike | None = None
+) -> nn.Module:
+    """A timm model with a fresh ``num_outputs`` head, ImageNet weights loaded when asked for.
+
+    Args:
+        name: any timm model name, e.g. ``"resnet18"``.
+        num_outputs: size of the new head (1 risk logit, or N class logits).
+        pretrained: load ImageNet weights: from ``weights_path`` if given, else the local Hugging Face cache
+            (``$HF_HOME``), else the hub, but only when it accepts a connection within a few seconds.
+        weights_path: a local ``.safetensors`` or PyTorch state-dict file of the same architecture (loaded with
+            ``weights_only``; timm drops the old classifier head).
+
+    Raises:
+        PretrainedWeightsError: weights asked for, none found locally and the hub unreachable; or ``weights_path``
+            does not exist.
+        ValueError: ``name`` is not a timm model.
+    """
+    if not timm.is_model(name):
+        raise ValueError(f"unknown timm backbone {name!r}; see timm.list_models() for the names")
+    if weights_path is not None:
+        path = Path(weights_path).expanduser()
+        if not path.is_file():
+            raise PretrainedWeightsError(f"backbone weights file not found: {path} (model.weights_path)")
+        return _timm_from_file(name, num_outputs, path)
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, num_classes=num_outputs)
+    cached = cached_hub_weights(name)
+    if cached is not None:
+        return _timm_from_file(name, num_outputs, cached)
+    host = _weights_host(name)
+    if not _reachable(host):
+        raise PretrainedWeightsError(_offline_message(name, host))
+    return timm.create_model(name, pretrained=True, num_classes=num_outputs)
+
+
+def _timm_from_file(name: str, num_outputs: int, path: Path) -> nn.Module:
+    return timm.create_model(name, pretrained=True, num_classes=num_outputs, pretrained_cfg_overlay={"file": str(path)})
+
+
+def cached_hub_weights(name: str) -> Path | None:
+    """The weights file of ``name`` in the local Hugging Face cache (``$HF_HOME``), or ``None``."""
+    from huggingface_hub import try_to_load_from_cache
+
+    hub_id = _pretrained_cfg(name).get("hf_hub_id")
+    for filename in HUB_FILES if hub_id else ():
+        found = try_to_load_from_cache(hub_id, filename)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
+def _pretrained_cfg(name: str) -> dict:
+    cfg = timm.models.get_pretrained_cfg(name)
+    return cfg.to_dict() if cfg is not None else {}
+
+
+def _weights_host(name: str) -> str:
+    cfg = _pretrained_cfg(name)
+    if cfg.get("hf_hub_id"):
+        from huggingface_hub import constants
+
+        return urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    return urlparse(cfg.get("url") or "https://huggingface.co").hostname or "huggingface.co"
+
+
+def _reachable(host: str) -> bool:
+    """Whether ``host`` accepts a TCP connection within a few seconds (``HF_HUB_OFFLINE=1`` means no)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def _offline_message(name: str, host: str) -> str:
+    hub_id = _pretrained_cfg(name).get("hf_hub_id", name)
+    return (
+        f"ImageNet weights for backbone {name!r} were asked for (model.pretrained: true), but {host} cannot be "
+        f"reached and the local Hugging Face cache has none. Either:\n"
+        f"  1. connect to the internet, or pre-download the weights on a connected machine with\n"
+        f"       HF_HOME=/path/to/hf python -c \"import timm; timm.create_model('{name}', pretrained=True)\"\n"
+        f"     and set HF_HOME=/path/to/hf here (the cache then holds {hub_id}); or\n"
+        f"  2. give a local weights file: --model.weights_path /path/to/{name}.safetensors "
+        f"(safetensors or a PyTorch state dict).\n"
+        f"To train from scratch instead, set --model.pretrained false."
+    )

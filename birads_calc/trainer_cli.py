@@ -1,19 +1,62 @@
-"""LightningCLI for the trainer commands (``fit``, ``validate``, ``test``, ``predict``)."""
+"""LightningCLI for the trainer commands (``fit``, ``validate``, ``test``, ``predict``); DESIGN §7, docs/training.md.
+
+On top of LightningCLI it adds, through its hooks only:
+
+* run folders ``runs/<config name>/<version>/`` (resolved config, ``checkpoints/{best,last}.ckpt``, reports);
+* ``validate``/``test``/``predict`` without ``--ckpt_path``: the config's newest best checkpoint, announced;
+* a CPU fallback for GPU configs on machines without a GPU, announcing each changed setting;
+* W&B grouping by method, offline unless the user is logged in;
+* ``metrics.json`` + ``predictions.csv`` after ``test``.
+"""
 
 from __future__ import annotations
 
-from lightning.pytorch.cli import LightningCLI
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from jsonargparse import Namespace
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from birads_calc.data.datamodule import BiradsDataModule
-from birads_calc.model import BiradsClassifier
+from birads_calc.model import BiradsClassifier, PretrainedWeightsError
+from birads_calc.reports import RunInfo, log_test_reports_to_wandb, method_key, method_label, write_test_reports
+from birads_calc.runs import (
+    CHECKPOINTS,
+    RunFolderError,
+    config_name,
+    export_run_dir,
+    newest_best_checkpoint,
+    resolve_run_dir,
+    run_dir_of_checkpoint,
+)
+
+WANDB_PROJECT = "birads-calc"
+GPU_ACCELERATORS = ("gpu", "cuda")
+HALF_PRECISIONS = ("16-mixed", "16", 16, "16-true")
+FILE_LOGGERS = ("WandbLogger", "CSVLogger", "TensorBoardLogger")
+
+
+@rank_zero_only
+def say(message: str) -> None:
+    """A notice for the user on stderr, once per run (rank 0)."""
+    print(f"birads-calc: {message}", file=sys.stderr, flush=True)
 
 
 class BiradsCLI(LightningCLI):
-    """LightningCLI with birads-calc's model, data module and shared arguments linked once."""
+    """LightningCLI with birads-calc's model, data module, run folders, checkpoints and reports."""
 
     def __init__(self, args: list[str] | None = None, **kwargs) -> None:
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("auto_configure_optimizers", False)  # the optimizer and scheduler are model arguments
+        self.run_dir: Path | None = None
         super().__init__(
             model_class=BiradsClassifier,
             datamodule_class=BiradsDataModule,
@@ -22,6 +65,194 @@ class BiradsCLI(LightningCLI):
             **kwargs,
         )
 
-    def add_arguments_to_parser(self, parser) -> None:
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The scale is a property of the data (six- or four-class labels); the model's head follows it.
         parser.link_arguments("data.num_classes", "model.num_classes")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val_qwk",
+                "checkpoint.mode": "max",
+                "checkpoint.filename": "best",
+                "checkpoint.save_last": True,
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_argument("--runs_root", type=Path, default=Path("runs"), help="Folder holding runs/<config>/.")
+        parser.add_argument(
+            "--run_dir", type=Path | None, default=None, help="Exact run folder (default: the next free version)."
+        )
+        parser.add_argument(
+            "--bootstrap_resamples", type=int, default=1000, help="Patient-level bootstrap resamples for the CIs."
+        )
+
+    # --- hooks ----------------------------------------------------------------------------------------------------
+    def before_instantiate_classes(self) -> None:
+        try:
+            self._prepare_run()
+        except RunFolderError as error:
+            self._parser(self.subcommand).error(str(error))  # usage + message, exit code 2; no traceback
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except PretrainedWeightsError as error:
+            self._parser(self.subcommand).error(str(error))
+
+    def _prepare_run(self) -> None:
+        subcommand = self.subcommand
+        cfg = self.config[subcommand]
+        name = config_name(cfg.get("config"))
+        for change in cpu_fallback(cfg.trainer):
+            say(change)
+        if subcommand == "fit":
+            run_dir = self._fit_run_dir(cfg, name)
+        else:
+            run_dir = self._evaluation_run_dir(cfg, name)
+            cfg.model.pretrained = False  # the weights come from the checkpoint; no ImageNet download needed
+        self.run_dir = run_dir
+        cfg.trainer.default_root_dir = str(run_dir)
+        cfg.checkpoint.dirpath = str(run_dir / CHECKPOINTS)
+        configure_loggers(cfg, name, run_dir, subcommand)
+        self.save_config_kwargs["config_filename"] = "config.yaml" if subcommand == "fit" else f"{subcommand}.yaml"
+
+    def _fit_run_dir(self, cfg: Namespace, name: str) -> Path:
+        if cfg.ckpt_path and run_dir_of_checkpoint(Path(cfg.ckpt_path)) is not None:
+            return run_dir_of_checkpoint(Path(cfg.ckpt_path))  # resuming continues in the same folder
+        run_dir, export = resolve_run_dir(Path(cfg.runs_root), name, cfg.run_dir)
+        if export:
+            export_run_dir(run_dir)
+        return run_dir
+
+    def _evaluation_run_dir(self, cfg: Namespace, name: str) -> Path:
+        if not cfg.ckpt_path:
+            cfg.ckpt_path = str(newest_best_checkpoint(Path(cfg.runs_root), name))
+            say(f"{self.subcommand}: using the newest best checkpoint of config '{name}': {cfg.ckpt_path}")
+        run_dir = cfg.run_dir or run_dir_of_checkpoint(Path(cfg.ckpt_path))
+        if run_dir is None:
+            run_dir, _ = resolve_run_dir(Path(cfg.runs_root), name)
+        return Path(run_dir)
+
+    def after_fit(self) -> None:
+        finish_wandb(self.trainer)
+
+    def after_validate(self) -> None:
+        finish_wandb(self.trainer)
+
+    def after_predict(self) -> None:
+        finish_wandb(self.trainer)
+
+    def after_test(self) -> None:
+        """Write ``metrics.json`` and ``predictions.csv`` from every process's predictions (rank 0)."""
+        if self.trainer.is_global_zero and self.model.test_predictions is not None:
+            self._write_test_reports()
+        finish_wandb(self.trainer)
+
+    def _write_test_reports(self) -> None:
+        cfg, hp = self.config[self.subcommand], self.model.hparams
+        info = RunInfo(
+            config=config_name(cfg.get("config")),
+            loss=hp.loss,
+            attention=bool(self.datamodule.hparams.attention),
+            alpha=hp.alpha if hp.loss == "mamse" else None,
+            num_classes=hp.num_classes,
+            checkpoint=str(cfg.ckpt_path) if cfg.ckpt_path else None,
+        )
+        report, rows = write_test_reports(
+            self.run_dir, self.model.test_predictions, self.datamodule.lesions, info, resamples=cfg.bootstrap_resamples
+        )
+        say(f"test: wrote {self.run_dir / 'metrics.json'} and {self.run_dir / 'predictions.csv'}")
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                log_test_reports_to_wandb(logger, report, rows)
+
+
+def finish_wandb(trainer: Trainer) -> None:
+    """Close the command's W&B run: one run per command (job type fit/test/...), also when called in-process."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and trainer.is_global_zero and logger._experiment is not None:
+            logger.experiment.finish()
+
+
+def cpu_fallback(trainer: Namespace, cuda_available: bool | None = None) -> list[str]:
+    """Adapt a GPU trainer config in place for a machine without a GPU; return one line per change.
+
+    A config asking for GPUs runs on the CPU in one process: ``devices: N`` with DDP becomes one device with
+    ``accumulate_grad_batches`` multiplied by N, so the optimiser still sees the global batch of N x
+    ``data.batch_size`` (DDP averages the N per-device gradients, accumulation the N consecutive ones). The CPU
+    has no float16 autocast, so 16-bit mixed precision becomes bf16-mixed.
+    """
+    cuda_available = torch.cuda.is_available() if cuda_available is None else cuda_available
+    changes = []
+    if str(trainer.accelerator).lower() in GPU_ACCELERATORS and not cuda_available:
+        changes.append(f"no GPU found: trainer.accelerator {trainer.accelerator} -> cpu")
+        trainer.accelerator = "cpu"
+        count = _device_count(trainer.devices)
+        if count > 1:
+            factor = count * int(trainer.num_nodes or 1)
+            accumulate = int(trainer.accumulate_grad_batches or 1)
+            changes.append(f"trainer.devices {trainer.devices} -> 1 (one CPU process uses every core)")
+            changes.append(f"trainer.strategy {_strategy_name(trainer.strategy)} -> auto")
+            changes.append(
+                f"trainer.accumulate_grad_batches {accumulate} -> {accumulate * factor} "
+                f"(keeps the global batch of {factor} x data.batch_size)"
+            )
+            trainer.devices, trainer.strategy, trainer.num_nodes = 1, "auto", 1
+            trainer.accumulate_grad_batches = accumulate * factor
+    on_cpu = str(trainer.accelerator).lower() == "cpu" or (str(trainer.accelerator) == "auto" and not cuda_available)
+    if on_cpu and trainer.precision in HALF_PRECISIONS:
+        changes.append(f"trainer.precision {trainer.precision} -> bf16-mixed (the CPU has no float16 autocast)")
+        trainer.precision = "bf16-mixed"
+    return changes
+
+
+def _device_count(devices: Any) -> int:
+    if isinstance(devices, list | tuple):
+        return len(devices)
+    if isinstance(devices, int) or str(devices).lstrip("-").isdigit():
+        return max(int(devices), 1)
+    return 1  # "auto"
+
+
+def _strategy_name(strategy: Any) -> str:
+    return strategy.class_path.rsplit(".", 1)[-1] if isinstance(strategy, Namespace) else str(strategy)
+
+
+def configure_loggers(cfg: Namespace, name: str, run_dir: Path, subcommand: str) -> None:
+    """Point file loggers at the run folder; group W&B runs by method, offline unless the user is logged in."""
+    loggers = cfg.trainer.logger
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if not isinstance(logger, Namespace) or logger.class_path.rsplit(".", 1)[-1] not in FILE_LOGGERS:
+            continue
+        init = logger.init_args
+        init.save_dir = str(run_dir)
+        if logger.class_path.endswith("WandbLogger"):
+            _configure_wandb(init, cfg, name, run_dir, subcommand)
+        else:  # CSV / TensorBoard: write straight into the run folder, no extra name/version levels
+            init.name, init.version = "", ""
+
+
+def _configure_wandb(init: Namespace, cfg: Namespace, name: str, run_dir: Path, subcommand: str) -> None:
+    loss, attention, alpha = cfg.model.loss, bool(cfg.data.attention), cfg.model.alpha
+    init.project = init.project or WANDB_PROJECT
+    init.group = init.group or method_key(loss, attention)
+    init.job_type = init.job_type or subcommand
+    init.name = init.name or f"{name}/{run_dir.name}/{subcommand}"
+    init.config = {
+        **(init.config or {}),
+        "config": name,
+        "method": method_label(loss, attention),
+        "loss": loss,
+        "attention": attention,
+        "alpha": alpha if loss == "mamse" else None,
+    }
+    if "WANDB_MODE" not in os.environ and not init.offline and not _wandb_logged_in():
+        init.offline = True
+        say("W&B: not logged in, logging offline into the run folder (run 'wandb login' to sync online)")
+
+
+def _wandb_logged_in() -> bool:
+    """Whether W&B credentials exist (environment, netrc or settings); never prompts, no network."""
+    import wandb
+
+    return bool(wandb.login(prompt=False, verify=False))

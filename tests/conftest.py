@@ -4,9 +4,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# Tests use tiny models: on a shared 2-core machine a second intra-op thread only adds contention (10x slower steps).
+torch.set_num_threads(1)
 
 SHARED_DATA = Path(os.environ.get("BIRADS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
