@@ -9,6 +9,7 @@ they are imported only when their command runs, so ``--help`` and the trainer co
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -54,7 +55,17 @@ def run_tool(command: str, args: Sequence[str]) -> int:
     parser = ArgumentParser(prog=f"birads-calc {command}", description=help_text)
     module.configure_parser(parser)
     cfg = parser.parse_args(list(args))
-    return int(module.main(cfg) or 0)
+    try:
+        return int(module.main(cfg) or 0)
+    except Exception as error:  # a case the tool does not report itself (a bug): a message, not a traceback
+        if os.environ.get("BIRADS_CALC_DEBUG"):
+            raise
+        print(
+            f"birads-calc {command}: error: {type(error).__name__}: {error}\n"
+            "(set BIRADS_CALC_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def _overview_parser() -> ArgumentParser:

@@ -52,3 +52,21 @@ def test_no_command_shows_usage_not_traceback(capsys):
         main([])
     assert info.value.code != 0
     assert "birads-calc" in capsys.readouterr().err
+
+
+def test_a_tool_that_raises_gives_a_message_not_a_traceback(tmp_path, capsys, monkeypatch):
+    import birads_calc.data.manifest as manifest
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(manifest, "read_manifest", broken)
+    monkeypatch.delenv("BIRADS_CALC_DEBUG", raising=False)
+    (tmp_path / "m.csv").write_text("patient_id,image,mask\n")
+    assert main(["check-data", str(tmp_path / "m.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "simulated bug" in err
+    assert "Traceback" not in err
+    monkeypatch.setenv("BIRADS_CALC_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="simulated bug"):
+        main(["check-data", str(tmp_path / "m.csv")])

@@ -10,7 +10,9 @@ memory-mapped read-only), ``entries.npz`` (per-lesion row, origin, shape, offset
 ``index.json`` (settings, fingerprint, counts). The fingerprint hashes the manifest's bytes, the size and
 modification time of every file it names, and every setting that changes the crops (window, stride, spacing,
 VOI mode, scale, skip_bad_rows). A matching folder is reused; anything else is rebuilt. A build writes into a
-temporary folder and renames it into place when complete, so an interrupted build is never taken for a cache.
+temporary folder (``.<name>.<random>.partial``, holding an ``owner`` file with host and process id) and renames
+it into place when complete, so an interrupted build is never taken for a cache; the next build on that host
+removes the partial folders whose process is gone (a killed build would otherwise leave gigabytes behind).
 
 ``birads-calc prepare MANIFEST`` builds it ahead of training; ``BiradsDataModule.prepare_data`` does the same on
 first use (local rank 0 of each node; the other ranks wait).
@@ -23,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 import warnings
@@ -33,7 +36,15 @@ from pathlib import Path
 import numpy as np
 
 from birads_calc.data.dicom import ImageReadError, read_image
-from birads_calc.data.manifest import Lesion, ManifestError, Problem, manifest_files, read_manifest
+from birads_calc.data.manifest import (
+    Lesion,
+    ManifestError,
+    Problem,
+    manifest_files,
+    read_manifest,
+    require_manifest_file,
+    without_path,
+)
 from birads_calc.data.masks import read_mask
 from birads_calc.data.roi import bounding_box, centred_window, context_box, crop, grid_windows, pack_masks, to_pixels
 from birads_calc.io import write_json
@@ -42,6 +53,8 @@ log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 DEFAULT_DIRNAME = ".birads_cache"
+PARTIAL_SUFFIX = ".partial"
+OWNER_FILE = "owner"
 
 
 @dataclass(frozen=True)
@@ -139,7 +152,7 @@ def fingerprint(manifest: str | os.PathLike, settings: CacheSettings) -> str:
         try:
             stat = path.stat()
             digest.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode())
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a path the OS cannot even name; validation reports it
             digest.update(b"missing;")
     return digest.hexdigest()
 
@@ -160,8 +173,7 @@ def ensure_cache(
     settings = settings or CacheSettings()
     manifest = Path(manifest)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(manifest)
-    if not manifest.is_file():
-        raise ManifestError(manifest, [Problem(None, "manifest file not found", file=manifest)])
+    require_manifest_file(manifest)
     key = fingerprint(manifest, settings)
     target = cache_dir / f"{manifest.stem}-{key[:20]}"
     if (target / "index.json").is_file():
@@ -184,8 +196,10 @@ def build_cache(manifest: Path, settings: CacheSettings, cache_dir: Path, key: s
     start = time.perf_counter()
     lesions = read_manifest(manifest, settings.num_classes, require_labels=False, skip_bad_rows=settings.skip_bad_rows)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_builds(cache_dir)
     target = cache_dir / f"{manifest.stem}-{key[:20]}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=cache_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX, dir=cache_dir))
+    (tmp / OWNER_FILE).write_text(_owner())
     try:
         entries, problems = _write_crops(tmp, lesions, settings)
         if problems and (not settings.skip_bad_rows or not entries["rows"]):
@@ -213,9 +227,40 @@ def build_cache(manifest: Path, settings: CacheSettings, cache_dir: Path, key: s
         _publish(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    (target / OWNER_FILE).unlink(missing_ok=True)  # only after the rename: a partial folder always has its owner
     _prune(cache_dir, manifest, keep=target)
     log.info("built cache %s (%d lesions) in %.1f s", target, len(entries["rows"]), time.perf_counter() - start)
     return LesionCache(target)
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()} {os.getpid()}"
+
+
+def _remove_abandoned_builds(cache_dir: Path) -> None:
+    """Delete partial build folders of this host whose process has died (SIGKILL, OOM killer, power loss).
+
+    A build of another host (shared filesystem) or of a live process is left alone: it may still be running.
+    """
+    host = socket.gethostname()
+    for folder in cache_dir.glob(f".*{PARTIAL_SUFFIX}"):
+        try:
+            owner_host, pid = (folder / OWNER_FILE).read_text().split()
+        except (OSError, ValueError):
+            continue  # no owner yet (just created) or not ours: never guess
+        if owner_host == host and not _alive(int(pid)):
+            log.info("removing an interrupted cache build: %s", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
 
 
 def _make_readable(folder: Path) -> None:
@@ -258,7 +303,7 @@ def _write_crops(folder: Path, lesions: Sequence[Lesion], settings: CacheSetting
             try:
                 image, masks = _load_image(image_path, group, settings)
             except ImageReadError as error:
-                problems += [Problem(x.row, str(error), "image", x.image) for x in group]
+                problems += [Problem(x.row, without_path(str(error), x.image), "image", x.image) for x in group]
                 continue
             mask_all = np.logical_or.reduce(masks)
             for lesion, mask in zip(group, masks, strict=True):

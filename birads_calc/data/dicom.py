@@ -98,13 +98,20 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
     """Size and spacing of an image without decoding its pixels (cheap: used to validate manifests).
 
     For DICOM this reads the header only (pixel data is skipped, not loaded) and still catches what a header can
-    show: multi-frame, colour, missing or truncated pixel data (the latter for uncompressed transfer syntaxes).
+    show: multi-frame, colour, missing or truncated pixel data, Rows/Columns that disagree with the pixel data
+    (the last two for uncompressed transfer syntaxes). TIFFs are decoded whole (a float TIFF's NaN/inf is in its
+    pixels); other rasters are opened header-only.
 
     Raises:
         ImageReadError: naming the file.
     """
     path = Path(path)
     if not _is_dicom(path):
+        _require_file(path)
+        if path.suffix.lower() in (".tif", ".tiff"):
+            # TIFFs may hold floats, whose NaN/inf only the pixels show; they are rare and small enough to decode
+            rows, columns = _read_raster(path).pixels.shape
+            return ImageHeader(rows, columns, None)
         try:
             with Image.open(path) as im:
                 columns, rows = im.size
@@ -118,13 +125,28 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
     element = ds.get_item("PixelData", keep_deferred=True)
     if element is None:
         raise ImageReadError(f"{path}: DICOM has no PixelData (not an image object)")
-    if not ds.file_meta.TransferSyntaxUID.is_compressed:
-        expected = int(ds.Rows) * int(ds.Columns) * ((int(ds.BitsAllocated) + 7) // 8)
-        if _available_bytes(path, element) < expected:
-            raise ImageReadError(
-                f"{path}: DICOM is truncated (pixel data needs {expected} bytes, the file holds fewer)"
-            )
+    _check_pixel_length(path, ds, _available_bytes(path, element))
     return ImageHeader(int(ds.Rows), int(ds.Columns), _dicom_spacing(ds))
+
+
+def _check_pixel_length(path: Path, ds: pydicom.Dataset, available: int) -> None:
+    """Uncompressed pixel data must hold exactly Rows x Columns pixels (plus the one byte of even-length padding).
+
+    Fewer bytes: a truncated copy. More: a header whose Rows/Columns disagree with the pixels, which pydicom would
+    trim with a warning and decode as a sheared, wrong image, so it is refused rather than guessed.
+    """
+    syntax = getattr(ds.get("file_meta"), "TransferSyntaxUID", None)
+    bits = int(ds.BitsAllocated)
+    if syntax is None or syntax.is_compressed or bits % 8:
+        return
+    expected = int(ds.Rows) * int(ds.Columns) * (bits // 8)
+    if available < expected:
+        raise ImageReadError(f"{path}: DICOM is truncated (pixel data needs {expected} bytes, the file holds fewer)")
+    if available > expected + 1:
+        raise ImageReadError(
+            f"{path}: pixel data holds {available} bytes but Rows x Columns ({ds.Rows} x {ds.Columns}) at "
+            f"{bits} bits need {expected}: the header does not describe the pixels"
+        )
 
 
 def _available_bytes(path: Path, element) -> int:
@@ -155,9 +177,15 @@ def _reason(error: BaseException) -> str:
     return text if len(text) < 300 else text[:300] + "..."
 
 
-def _dcmread(path: Path, **kwargs) -> pydicom.Dataset:
+def _require_file(path: Path) -> None:
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a folder, not an image file")
     if not path.is_file():
         raise ImageReadError(f"{path}: file not found")
+
+
+def _dcmread(path: Path, **kwargs) -> pydicom.Dataset:
+    _require_file(path)
     try:
         return pydicom.dcmread(path, **kwargs)
     except InvalidDicomError:
@@ -197,6 +225,7 @@ def _read_dicom(path: Path, voi: str) -> MammogramImage:
     _check_dicom_layout(path, ds)
     if "PixelData" not in ds:
         raise ImageReadError(f"{path}: DICOM has no PixelData (not an image object)")
+    _check_pixel_length(path, ds, len(ds.PixelData))
     try:
         stored = ds.pixel_array
     except (ValueError, RuntimeError, NotImplementedError, OSError, KeyError, AttributeError) as error:
@@ -266,8 +295,7 @@ def _check_raster_mode(path: Path, mode: str, frames: int) -> None:
 
 
 def _read_raster(path: Path) -> MammogramImage:
-    if not path.is_file():
-        raise ImageReadError(f"{path}: file not found")
+    _require_file(path)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile

@@ -42,6 +42,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 )
 REQUIRED_COLUMNS: tuple[str, ...] = ("patient_id", "image", "mask")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+WORKBOOK_SIGNATURES = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")  # zip (xlsx, ods) and OLE2 (xls) files
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,10 @@ def resolve_path(root: Path, value: str) -> Path:
     """Absolute path of a manifest cell: relative to the manifest's folder, absolute allowed, ``..`` escape refused.
 
     Raises:
-        ValueError: when a relative path leads outside ``root``.
+        ValueError: when a relative path leads outside ``root``, or the cell holds a NUL byte.
     """
+    if "\x00" in value:
+        raise ValueError("path holds a NUL byte (binary data in the manifest?)")
     path = Path(value)
     if path.is_absolute():
         return Path(os.path.normpath(path))
@@ -131,6 +134,7 @@ def read_rows(path: str | os.PathLike) -> tuple[list[str], list[tuple[int, int, 
         ManifestError: the file is missing, unreadable or not text.
     """
     path = Path(path)
+    require_manifest_file(path)
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig: spreadsheets write a BOM
             reader = csv.reader(f)
@@ -143,11 +147,41 @@ def read_rows(path: str | os.PathLike) -> tuple[list[str], list[tuple[int, int, 
                 if len(record) > len(header):
                     cells[None] = record[len(header) :]
                 rows.append((number, reader.line_num, cells))
-    except FileNotFoundError:
-        raise ManifestError(path, [Problem(None, "manifest file not found", file=path)]) from None
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+    except UnicodeDecodeError:
+        raise ManifestError(path, [_not_utf8(path)]) from None
+    except (OSError, csv.Error) as error:
         raise ManifestError(path, [Problem(None, f"cannot read the manifest as CSV ({error})", file=path)]) from None
     return header, rows
+
+
+def require_manifest_file(path: Path) -> None:
+    """A :class:`ManifestError` unless ``path`` is an existing file (a folder or a typo gets its own message)."""
+    if path.is_dir():
+        message = "is a folder, not a manifest CSV file (give the path of the CSV, e.g. DATA/manifest.csv)"
+        raise ManifestError(path, [Problem(None, message, file=path)])
+    if not path.is_file():
+        raise ManifestError(path, [Problem(None, "manifest file not found", file=path)])
+    with path.open("rb") as f:
+        if f.read(4) in WORKBOOK_SIGNATURES:
+            message = "is a spreadsheet workbook, not CSV text; export it as CSV (UTF-8)"
+            raise ManifestError(path, [Problem(None, message, file=path)])
+
+
+def _not_utf8(path: Path) -> Problem:
+    """Where the first undecodable byte is (line number), so a legacy-encoded export can be found and fixed."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+        offset = 0  # not reached in practice: the text reader failed on these same bytes
+    except UnicodeDecodeError as error:  # decode the whole file: the reader's own error counts from a chunk start
+        offset = error.start
+    line = data[:offset].count(b"\n") + 1
+    return Problem(
+        None,
+        f"line {line} is not UTF-8 text (byte 0x{data[offset : offset + 1].hex()}); save the manifest as UTF-8 "
+        "(e.g. Excel: 'CSV UTF-8'), or convert it: iconv -f latin1 -t utf-8",
+        file=path,
+    )
 
 
 def manifest_files(path: str | os.PathLike) -> list[Path]:
@@ -304,7 +338,7 @@ def _file_problems(lesion: Lesion, line: int, headers: dict[Path, ImageHeader | 
         try:
             headers[lesion.image] = read_header(lesion.image)
         except ImageReadError as error:
-            headers[lesion.image] = _without_path(str(error), lesion.image)
+            headers[lesion.image] = without_path(str(error), lesion.image)
     header = headers[lesion.image]
     problems = []
     if isinstance(header, str):
@@ -312,7 +346,7 @@ def _file_problems(lesion: Lesion, line: int, headers: dict[Path, ImageHeader | 
     try:
         mask = read_mask(lesion.mask)
     except MaskError as error:
-        return [*problems, Problem(lesion.row, _without_path(str(error), lesion.mask), "mask", lesion.mask, line)]
+        return [*problems, Problem(lesion.row, without_path(str(error), lesion.mask), "mask", lesion.mask, line)]
     if isinstance(header, ImageHeader) and mask.shape != header.shape:
         problems.append(
             Problem(
@@ -328,7 +362,7 @@ def _file_problems(lesion: Lesion, line: int, headers: dict[Path, ImageHeader | 
     return problems
 
 
-def _without_path(message: str, path: Path) -> str:
+def without_path(message: str, path: Path) -> str:
     """Drop the leading ``"<path>: "`` of a reader's message: the problem already names the file."""
     prefix = f"{path}: "
     if message.startswith(prefix):

@@ -6,6 +6,10 @@ docstring). An adapter never drops anything silently: every source row, ROI or f
 manifest row is a :class:`NotConverted` record with a short reason. ``convert`` writes the manifest, writes those
 records beside it (``<manifest>.not_converted.csv``) and prints a summary grouped by reason.
 
+An existing manifest at ``--out`` (and its not-converted list) is removed before the adapter writes its first
+mask, and the new manifest is written last: an interrupted conversion leaves no manifest, never an old one over
+masks that are half replaced; temporary files of a killed run are deleted by the next complete one.
+
 Paths in the manifest are relative to the manifest's folder where the file lies under it (generated masks always
 do: ``<out folder>/masks/<format>/...``) and absolute otherwise (the images stay in the user's download).
 """
@@ -143,24 +147,51 @@ def main(cfg: Namespace) -> int:
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # jsonargparse < 4.49
     options = dict(vars(instantiate(cfg[name])))
     out = Path(options["out"])
+    if out.is_dir():
+        print(
+            f"convert {name}: --out {out} is a folder; give the manifest file to write, e.g. {out}/manifest.csv",
+            file=sys.stderr,
+        )
+        return 2
+    for stale in (out, report_path(out)):
+        stale.unlink(missing_ok=True)  # the masks beside them are about to be rewritten (module docstring)
     try:
         result = adapter(name).convert(**options)
     except ConversionError as error:
         print(f"convert {name}: {error}", file=sys.stderr)
         return 2
     print(summary(name, result, out, write(result, out)))
+    remove_leftovers(out, name)
     return 0 if result.rows else 1
 
 
+def remove_leftovers(out: Path, name: str) -> None:
+    """Delete the temporary files (``birads_calc.io.atomic_path``'s ``.<name>.<random>.partial``) that a killed
+    conversion left beside the manifest and among this format's masks; this run's own files are all complete."""
+    for folder, pattern in ((out.parent, f".{out.stem}*.partial*"), (out.parent / "masks" / name, ".*.partial*")):
+        for leftover in folder.glob(pattern):
+            leftover.unlink(missing_ok=True)
+
+
+def report_path(out: Path) -> Path:
+    """Where the not-converted list of manifest ``out`` goes: ``<stem>.not_converted.csv`` beside it."""
+    return out.with_name(out.stem + ".not_converted.csv")
+
+
 def write(result: Conversion, out: Path) -> Path | None:
-    """Write the manifest (only when it has rows) and the not-converted list; return the latter's path."""
+    """Write the not-converted list, then the manifest (only when it has rows); return the list's path.
+
+    The manifest comes last so that its presence means the conversion finished; a list left by an older run is
+    removed when this one has nothing to report, so it is never taken for this run's.
+    """
+    report = report_path(out)
+    if result.not_converted:
+        write_csv(report, (vars(n) for n in result.not_converted), NOT_CONVERTED_COLUMNS)
+    else:
+        report.unlink(missing_ok=True)
     if result.rows:
         write_csv(out, result.rows, MANIFEST_COLUMNS)
-    if not result.not_converted:
-        return None
-    report = out.with_name(out.stem + ".not_converted.csv")
-    write_csv(report, (vars(n) for n in result.not_converted), NOT_CONVERTED_COLUMNS)
-    return report
+    return report if result.not_converted else None
 
 
 def summary(name: str, result: Conversion, out: Path, report: Path | None) -> str:

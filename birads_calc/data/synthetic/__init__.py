@@ -125,6 +125,8 @@ def _check(cfg: Namespace) -> str | None:
             f"--image_size {rows} {cols} at {cfg.pixel_spacing} mm/pixel covers less than 40 mm; a breast with "
             "calcifications needs more (e.g. 512 416 at 0.2 mm/pixel)"
         )
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        return f"--out {cfg.out} is a file; give the folder to write the dataset into"
     if (Path(cfg.out) / "manifest.csv").exists() and not cfg.overwrite:
         return f"{Path(cfg.out) / 'manifest.csv'} already exists; pass --overwrite true to replace the dataset"
     return None

@@ -5,7 +5,11 @@ rendered from its own grandchild seed, so the bytes do not depend on the number 
 order in which the workers finish. DICOM UIDs are derived from the seed too (no clock, no random UIDs).
 
 Safety: every file is written atomically (``birads_calc.io``); the manifest is written last, so an interrupted
-run never leaves a manifest that points at missing files.
+run never leaves a manifest that points at missing files. When a dataset is overwritten, its old manifest and
+``lesions.csv`` are removed before the first image is replaced: an interrupted overwrite leaves no manifest at
+all, never an old manifest over a mix of old and new images and masks. A run killed between writing a file and
+renaming it into place leaves a hidden ``.<name>.<random>.partial<suffix>`` file; the next complete run deletes
+those.
 """
 
 from __future__ import annotations
@@ -90,12 +94,16 @@ def generate(
         _Task(spec, child, tuple(shape), float(spacing), out, num_classes, seed)
         for spec, child in zip(specs, render_seed.spawn(len(specs)), strict=True)
     ]
+    for stale in (out / "manifest.csv", out / "lesions.csv"):
+        stale.unlink(missing_ok=True)  # before any image is replaced (see the module docstring)
     manifest_rows, lesion_rows = [], []
     for rows, extra in _run(tasks, workers):
         manifest_rows += rows
         lesion_rows += extra
     write_csv(out / "lesions.csv", lesion_rows, LESION_COLUMNS)
     manifest = write_csv(out / "manifest.csv", manifest_rows, MANIFEST_COLUMNS)  # last: every file exists now
+    for leftover in out.rglob(".*.partial*"):  # temporary files of a killed run (atomic_path's names)
+        leftover.unlink(missing_ok=True)
     not_drawn = sum(1 for row in lesion_rows if row["drawn"] == 0)
     return Summary(manifest, len(specs), len(manifest_rows), not_drawn, time.perf_counter() - start)
 

@@ -1,0 +1,642 @@
+"""The bad-input corpus: each case builds, in a fresh folder, a manifest with one planted problem (or a valid
+oddity that real exports contain) and says what every entry point must do with it.
+
+A case's manifest has two good rows (patients ``A`` and ``B``, rows 1 and 2) and, for row-level cases, the
+planted row 3 (patient ``C``). Files are tiny (64x64 DICOMs, 12 bits) so the whole corpus runs in seconds.
+``tests/test_bad_inputs.py`` runs each case through ``read_image``/``read_mask`` (where a file is at fault),
+``read_manifest``, ``birads-calc check-data``, ``birads-calc prepare`` and ``BiradsDataModule`` (prepare_data +
+setup), and counts the outcomes.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import tifffile
+from PIL import Image
+
+from tests.factories import MANIFEST_COLUMNS, disc, write_dicom, write_manifest, write_mask
+
+SIZE = 64
+CENTRE = (30, 30)
+LESION = disc((SIZE, SIZE), CENTRE, 4)
+WINDOW, STRIDE = 32, 16  # small windows so the cache of a 64x64 image is quick to build
+ENTRY_POINTS = ("reader", "read_manifest", "check-data", "prepare", "datamodule")
+
+
+@dataclass
+class Built:
+    """What a case wrote and what must come of it.
+
+    Attributes:
+        manifest: the manifest to validate.
+        row: the row the message must name (``None``: a problem of the manifest as a whole).
+        file: the file the message must name (the image, the mask, or the manifest itself).
+        fragments: words the message must contain; empty for a valid case.
+        valid_in: entry points where this input is valid although ``fragments`` is set (e.g. a missing label is
+            fine for ``prepare``, which serves predict too).
+        reader: ``"image"`` or ``"mask"`` when the file at fault is also read directly with ``read_image`` /
+            ``read_mask`` (which must fail naming it, or for a valid case return the values ``check`` tests).
+        rows: data rows the manifest holds (a valid case must keep every one of them).
+        check: for valid cases, checks on what was read (``lesions`` from ``read_manifest``; ``image`` from
+            ``read_image`` of ``file``; ``cache`` the data module's cache); each key optional.
+        options: extra settings for prepare and the data module (e.g. a target pixel spacing).
+    """
+
+    manifest: Path
+    row: int | None = None
+    file: Path | None = None
+    fragments: tuple[str, ...] = ()
+    valid_in: frozenset[str] = frozenset()
+    reader: str | None = None
+    rows: int = 3
+    check: dict[str, Callable] = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+
+    def expects_error(self, entry_point: str) -> bool:
+        return bool(self.fragments) and entry_point not in self.valid_in
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    what: str
+    build: Callable[[Path], Built]
+
+
+# -- building blocks -------------------------------------------------------------------------------------------------
+
+
+def good_image(root: Path, name: str, **kwargs) -> Path:
+    """``root/images/name``: a 12-bit 64x64 DICOM with a bright disc where :data:`LESION` lies."""
+    return good_dicom(root / "images" / name, **kwargs)
+
+
+def good_dicom(path: Path, **kwargs) -> Path:
+    kwargs.setdefault("bits_stored", 12)
+    return write_dicom(path, _stored_with_lesion(3000, 1000), **kwargs)
+
+
+def good_rows(root: Path) -> list[dict]:
+    rows = []
+    for patient in ("A", "B"):
+        good_image(root, f"{patient}.dcm", patient_id=patient)
+        write_mask(root / "masks" / f"{patient}.png", LESION)
+        rows.append({"patient_id": patient, "image": f"images/{patient}.dcm", "mask": f"masks/{patient}.png"})
+        rows[-1].update(birads="4A", pathology="malignant", lesion_id=f"{patient}_0")
+    return rows
+
+
+def row_case(
+    root: Path,
+    fragments: tuple[str, ...],
+    *,
+    image: str = "images/C.dcm",
+    mask: str = "masks/C.png",
+    at_fault: str | None = None,
+    reader: str | None = None,
+    **cells,
+) -> Built:
+    """Two good rows plus row 3 (patient C) with ``image``/``mask``/``cells``; the image and mask are written
+    (a good one) unless the caller already planted that file."""
+    if not (root / image).exists() and image == "images/C.dcm":
+        good_image(root, "C.dcm", patient_id="C")
+    if not (root / mask).exists() and mask == "masks/C.png":
+        write_mask(root / mask, LESION)
+    row = {"patient_id": "C", "image": image, "mask": mask, "birads": "3", "pathology": "", "lesion_id": "C_0"}
+    row.update(cells)
+    manifest = write_manifest(root / "manifest.csv", [*good_rows(root), row])
+    file = {"image": root / image, "mask": root / mask, None: manifest}[at_fault]
+    return Built(manifest, 3, file, fragments, reader=reader)
+
+
+def image_case(write: Callable[[Path], object], fragments: tuple[str, ...], name: str = "C.dcm", **extra):
+    """A case whose row-3 image is written by ``write(path)``."""
+
+    def build(root: Path) -> Built:
+        path = root / "images" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+        built = row_case(root, fragments, image=f"images/{name}", at_fault="image", reader="image")
+        for key, value in extra.items():
+            setattr(built, key, value)
+        return built
+
+    return build
+
+
+def mask_case(write: Callable[[Path], object], fragments: tuple[str, ...], name: str = "C.png", **extra):
+    """A case whose row-3 mask is written by ``write(path)``."""
+
+    def build(root: Path) -> Built:
+        path = root / "masks" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+        reader = extra.pop("reader", "mask")
+        built = row_case(root, fragments, mask=f"masks/{name}", at_fault="mask", reader=reader)
+        for key, value in extra.items():
+            setattr(built, key, value)
+        return built
+
+    return build
+
+
+def cell_case(fragments: tuple[str, ...], **cells):
+    """A case whose row 3 has the given manifest cells (the fault is in the manifest itself)."""
+    return lambda root: row_case(root, fragments, **cells)
+
+
+def manifest_case(write: Callable[[Path, Path], Path], fragments: tuple[str, ...]):
+    """A case whose whole manifest is written by ``write(root, path)`` (returns the path to give the tools)."""
+
+    def build(root: Path) -> Built:
+        manifest = write(root, root / "manifest.csv")
+        return Built(manifest, None, manifest, fragments)
+
+    return build
+
+
+def _plain_dicom(path: Path, stored: np.ndarray, **kwargs) -> None:
+    write_dicom(path, stored, pixel_spacing=(0.1, 0.1), **kwargs)
+
+
+def _stored_with_lesion(high: int, low: int) -> np.ndarray:
+    stored = np.full((SIZE, SIZE), low)
+    stored[LESION] = high
+    return stored
+
+
+def _edit_dicom(path: Path, edit: Callable[[pydicom.Dataset], None]) -> None:
+    good_dicom(path)
+    ds = pydicom.dcmread(path)
+    edit(ds)
+    ds.save_as(path)
+
+
+def _truncate(path: Path) -> None:
+    good_dicom(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size - 3000])
+
+
+def _without_pixels(ds: pydicom.Dataset) -> None:
+    del ds.PixelData
+
+
+def _set(**values) -> Callable[[pydicom.Dataset], None]:
+    def edit(ds: pydicom.Dataset) -> None:
+        for key, value in values.items():
+            setattr(ds, key, value)
+
+    return edit
+
+
+def _float_tiff(values: np.ndarray) -> Callable[[Path], None]:
+    return lambda path: tifffile.imwrite(path, values.astype(np.float32))
+
+
+def _png(array: np.ndarray) -> Callable[[Path], None]:
+    return lambda path: Image.fromarray(array).save(path)
+
+
+def _with_nonfinite(value: float) -> np.ndarray:
+    values = np.full((SIZE, SIZE), 0.3, np.float32)
+    values[LESION] = 0.9
+    values[5, 7] = value
+    return values
+
+
+# -- checks of valid inputs (hand-computed expectations) ---------------------------------------------------------------
+
+
+def expect_pixels(expected: np.ndarray, spacing=(0.1, 0.1)) -> Callable:
+    def check(image) -> None:
+        np.testing.assert_allclose(image.pixels, expected, atol=1e-6)
+        assert image.pixel_spacing == spacing
+
+    return check
+
+
+def expect_cached_centre(value: float) -> Callable:
+    """The cache's uint16 pixel at the lesion centre of row 3 is ``value * 65535`` (+-1: float32 rounding)."""
+
+    def check(cache) -> None:
+        entry = cache.entry_of_row()[3]
+        top, left = (int(v) for v in cache.centres[entry])
+        pixels, masks = cache.crop_window(entry, top, left)
+        r, c = CENTRE[0] - top, CENTRE[1] - left
+        assert abs(int(pixels[r, c]) - value * 65535) <= 1, (pixels[r, c], value * 65535)
+        assert masks[r, c] == 3  # bit 0: all calcifications, bit 1: this lesion
+
+    return check
+
+
+def expect_lesions(**fields) -> Callable:
+    """Row 3's fields after validation (e.g. ``label=2`` for 4A)."""
+
+    def check(lesions) -> None:
+        lesion = next(x for x in lesions if x.row == 3)
+        for key, value in fields.items():
+            assert getattr(lesion, key) == value, (key, getattr(lesion, key), value)
+
+    return check
+
+
+def _valid(build: Callable[[Path], Built], **checks) -> Callable[[Path], Built]:
+    def wrapped(root: Path) -> Built:
+        built = build(root)
+        built.fragments = ()
+        built.check.update(checks)
+        return built
+
+    return wrapped
+
+
+# -- manifest writers ----------------------------------------------------------------------------------------------
+
+
+def _header_only(root: Path, path: Path) -> Path:
+    return write_manifest(path, [])
+
+
+def _zero_bytes(root: Path, path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
+
+
+def _missing_column(column: str) -> Callable[[Path, Path], Path]:
+    def write(root: Path, path: Path) -> Path:
+        return write_manifest(path, good_rows(root), [c for c in MANIFEST_COLUMNS if c != column])
+
+    return write
+
+
+def _semicolons(root: Path, path: Path) -> Path:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS, delimiter=";", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(good_rows(root))
+    return path
+
+
+def _header_twice(root: Path, path: Path) -> Path:
+    text = write_manifest(path, good_rows(root)).read_text().splitlines()
+    text[0] += ",birads"
+    path.write_text("\n".join(line + ("," if i else "") for i, line in enumerate(text)) + "\n")
+    return path
+
+
+def _folder(root: Path, path: Path) -> Path:
+    good_rows(root)
+    return root / "images"
+
+
+def _missing(root: Path, path: Path) -> Path:
+    return root / "no_such_manifest.csv"
+
+
+def _latin1(root: Path, path: Path) -> Path:
+    write_manifest(path, good_rows(root))
+    text = path.read_text().replace("A_0", "Hélène_0")  # row 1 = line 2
+    path.write_bytes(text.encode("latin-1"))
+    return path
+
+
+def _workbook(root: Path, path: Path) -> Path:
+    import zipfile
+
+    good_rows(root)
+    with zipfile.ZipFile(path, "w") as book:  # what "Save As .xlsx, then rename to .csv" produces
+        book.writestr("xl/workbook.xml", "<workbook/>")
+    return path
+
+
+def _nul_bytes(root: Path, path: Path) -> Path:
+    write_manifest(path, good_rows(root))
+    path.write_bytes(path.read_bytes() + b"C,images/C.dcm,\x00\x00\x00,2\n")
+    return path
+
+
+def _excel_flavoured(root: Path, path: Path) -> Path:
+    """BOM, Windows line ends, header cells with spaces and capitals, blank trailing rows: a valid manifest."""
+    good_image(root, "C.dcm", patient_id="C")
+    write_mask(root / "masks" / "C.png", LESION)
+    rows = [*good_rows(root), {"patient_id": "C", "image": "images/C.dcm", "mask": "masks/C.png", "birads": "4B"}]
+    header = [" Patient_ID ", "Image ", " MASK", "BIRADS ", "pathology"]
+    lines = [",".join(header)] + [
+        ",".join(r.get(k, "") for k in ("patient_id", "image", "mask", "birads", "pathology")) for r in rows
+    ]
+    path.write_bytes(("\ufeff" + "\r\n".join([*lines, ",,,,", ""])).encode("utf-8"))
+    return path
+
+
+# -- the corpus ----------------------------------------------------------------------------------------------------
+
+
+def _spacing_missing_resample(root: Path) -> Built:
+    built = image_case(lambda p: _plain_dicom(p, _stored_with_lesion(3000, 1000), bits_stored=12), ())(root)
+    ds = pydicom.dcmread(root / "images" / "C.dcm")
+    del ds.PixelSpacing, ds.ImagerPixelSpacing
+    ds.save_as(root / "images" / "C.dcm")
+    built.fragments = ("pixel_spacing_mm is set but the file records no pixel spacing",)
+    built.valid_in = frozenset({"reader", "read_manifest", "check-data"})
+    built.options = {"pixel_spacing_mm": 0.2}
+    return built
+
+
+def _absolute_paths(root: Path) -> Built:
+    built = row_case(root, (), image=str(root / "images" / "C.dcm"), mask=str(root / "masks" / "C.png"))
+    good_image(root, "C.dcm", patient_id="C")
+    write_mask(root / "masks" / "C.png", LESION)
+    return built
+
+
+def _patient_in_two_splits(root: Path) -> Built:
+    rows = good_rows(root)
+    good_image(root, "A2.dcm", patient_id="A")
+    write_mask(root / "masks" / "A2.png", LESION)
+    rows[0]["split"], rows[1]["split"] = "train", "val"
+    rows.append({"patient_id": "A", "image": "images/A2.dcm", "mask": "masks/A2.png", "birads": "2", "split": "test"})
+    manifest = write_manifest(root / "manifest.csv", rows)
+    return Built(manifest, 3, manifest, ("patient 'A' has rows in 2 splits", "train: rows 1", "test: rows 3"))
+
+
+def _duplicate(root: Path) -> Built:
+    rows = good_rows(root)
+    manifest = write_manifest(root / "manifest.csv", [*rows, dict(rows[0])])
+    return Built(manifest, 3, manifest, ("duplicate of row 1",))
+
+
+def _too_many_cells(root: Path) -> Built:
+    built = row_case(root, ("1 cell(s) more than the header has columns",))
+    with built.manifest.open("a") as f:
+        f.write("D,images/A.dcm,masks/C.png,2,,D_0,L,CC,,Hôpital, unquoted comma\n")
+    built.row, built.file, built.rows, built.fragments = 4, built.manifest, 4, ("cell(s) more than the header",)
+    return built
+
+
+def _empty_mask_file(path: Path) -> None:
+    write_mask(path, np.zeros((SIZE, SIZE), bool))
+
+
+def _signed16(path: Path) -> None:
+    stored = np.full((SIZE, SIZE), -1000)
+    stored[LESION] = 20000
+    write_dicom(path, stored, bits_stored=16, signed=True)
+
+
+def _eight_bit(path: Path) -> None:
+    write_dicom(path, _stored_with_lesion(200, 50), bits_stored=8)
+
+
+CASES: list[Case] = [
+    # images
+    Case("truncated_dicom", "DICOM cut short (copy interrupted)", image_case(_truncate, ("truncated",))),
+    Case(
+        "not_a_dicom",
+        "text file named .dcm",
+        image_case(lambda p: p.write_text("patient,image\n1,2\n"), ("not a DICOM",)),
+    ),
+    Case("zero_byte_dicom", "zero-byte .dcm", image_case(lambda p: p.write_bytes(b""), ("not a DICOM",))),
+    Case(
+        "multi_frame",
+        "3-frame DICOM (tomosynthesis)",
+        image_case(
+            lambda p: _plain_dicom(p, _stored_with_lesion(3000, 1000), bits_stored=12, frames=3),
+            ("multi-frame", "not supported"),
+        ),
+    ),
+    Case(
+        "no_pixel_data",
+        "DICOM without PixelData",
+        image_case(lambda p: _edit_dicom(p, _without_pixels), ("no PixelData",)),
+    ),
+    Case(
+        "rows_exceed_pixels",
+        "Rows larger than the pixel data holds",
+        image_case(lambda p: _edit_dicom(p, _set(Rows=80)), ("truncated", "pixel data needs")),
+    ),
+    Case(
+        "columns_disagree",
+        "Columns smaller than the pixel data (pydicom would trim and shear)",
+        image_case(lambda p: _edit_dicom(p, _set(Columns=60)), ("header does not describe the pixels",)),
+    ),
+    Case(
+        "colour_dicom",
+        "RGB DICOM (SamplesPerPixel 3)",
+        image_case(
+            lambda p: _edit_dicom(p, _set(SamplesPerPixel=3, PhotometricInterpretation="RGB")), ("colour DICOM",)
+        ),
+    ),
+    Case(
+        "monochrome1",
+        "valid: MONOCHROME1 (bright = air) is inverted",
+        _valid(
+            image_case(lambda p: good_dicom(p, photometric="MONOCHROME1"), ()),
+            image=expect_pixels(1 - _stored_with_lesion(3000, 1000) / 4095),
+            cache=expect_cached_centre(1 - 3000 / 4095),
+        ),
+    ),
+    Case(
+        "colour_png_image",
+        "RGB PNG as the mammogram",
+        image_case(
+            _png(np.dstack([np.full((SIZE, SIZE), v, np.uint8) for v in (10, 20, 30)])), ("colour image",), name="C.png"
+        ),
+    ),
+    Case(
+        "nan_tiff",
+        "float TIFF holding NaN",
+        image_case(_float_tiff(_with_nonfinite(np.nan)), ("non-finite",), name="C.tif"),
+    ),
+    Case(
+        "inf_tiff",
+        "float TIFF holding +inf",
+        image_case(_float_tiff(_with_nonfinite(np.inf)), ("non-finite",), name="C.tif"),
+    ),
+    Case("image_missing", "image file absent", image_case(lambda p: None, ("file not found",), name="gone.dcm")),
+    Case("image_is_folder", "a folder where the image should be", image_case(lambda p: p.mkdir(), ("is a folder",))),
+    Case(
+        "eight_bit_dicom",
+        "valid: 8-bit DICOM (BitsAllocated 8)",
+        _valid(
+            image_case(_eight_bit, ()),
+            image=expect_pixels(_stored_with_lesion(200, 50) / 255),
+            cache=expect_cached_centre(200 / 255),
+        ),
+    ),
+    Case(
+        "signed_16_bit_dicom",
+        "valid: signed 16-bit DICOM (PixelRepresentation 1)",
+        _valid(
+            image_case(_signed16, ()),
+            image=expect_pixels(np.where(LESION, 20000 + 32768, -1000 + 32768) / 65535),
+            cache=expect_cached_centre((20000 + 32768) / 65535),
+        ),
+    ),
+    Case(
+        "no_pixel_spacing",
+        "valid: DICOM without PixelSpacing/ImagerPixelSpacing (native pixels)",
+        _valid(
+            image_case(
+                lambda p: write_dicom(p, _stored_with_lesion(3000, 1000), bits_stored=12, pixel_spacing=None), ()
+            ),
+            image=expect_pixels(_stored_with_lesion(3000, 1000) / 4095, spacing=None),
+            cache=expect_cached_centre(3000 / 4095),
+        ),
+    ),
+    Case("no_pixel_spacing_resample", "DICOM without spacing while resampling is asked", _spacing_missing_resample),
+    Case(
+        "float_tiff_unit_range",
+        "valid: float TIFF already in [0, 1]",
+        _valid(
+            image_case(_float_tiff(_with_nonfinite(0.5)), (), name="C.tif"),
+            image=expect_pixels(_with_nonfinite(0.5), spacing=None),
+            cache=expect_cached_centre(0.9),
+        ),
+    ),
+    Case(
+        "png16_image",
+        "valid: 16-bit grayscale PNG",
+        _valid(
+            image_case(_png(_stored_with_lesion(60000, 1000).astype(np.uint16)), (), name="C.png"),
+            image=expect_pixels(_stored_with_lesion(60000, 1000) / 65535, spacing=None),
+            cache=expect_cached_centre(60000 / 65535),
+        ),
+    ),
+    # masks
+    Case(
+        "mask_other_size",
+        "mask 32x32 for a 64x64 image",
+        mask_case(
+            lambda p: write_mask(p, disc((32, 32), (15, 15), 4)), ("mask is 32x32 but the image is 64x64",), reader=None
+        ),
+    ),
+    Case(
+        "empty_mask", "mask with no calcification pixel", mask_case(_empty_mask_file, ("mask is empty",), reader=None)
+    ),
+    Case(
+        "grey_mask",
+        "8-bit grey image as mask (0/128/255)",
+        mask_case(
+            _png(np.where(LESION, 255, np.where(disc((SIZE, SIZE), (10, 10), 3), 128, 0)).astype(np.uint8)),
+            ("not binary",),
+        ),
+    ),
+    Case(
+        "mask_without_zero",
+        "two values but no background 0 (100/255)",
+        mask_case(_png(np.where(LESION, 255, 100).astype(np.uint8)), ("not binary",)),
+    ),
+    Case(
+        "label_map_mask",
+        "label map with 3 values (0/1/2) as one lesion's mask",
+        mask_case(
+            _png(np.where(LESION, 1, np.where(disc((SIZE, SIZE), (10, 10), 3), 2, 0)).astype(np.uint8)), ("not binary",)
+        ),
+    ),
+    Case(
+        "rgb_overlay_mask",
+        "red-on-black RGB overlay as mask",
+        mask_case(
+            _png(np.dstack([LESION * 255, np.zeros((SIZE, SIZE)), np.zeros((SIZE, SIZE))]).astype(np.uint8)),
+            ("2-D single-channel",),
+        ),
+    ),
+    Case(
+        "mask_missing", "mask file absent", mask_case(lambda p: None, ("file not found",), name="gone.png", reader=None)
+    ),
+    Case("mask_is_folder", "a folder where the mask should be", mask_case(lambda p: p.mkdir(), ("directory",))),
+    Case(
+        "mask_zero_one",
+        "valid: mask stored as 0/1 (looks black)",
+        _valid(mask_case(_png(LESION.astype(np.uint8)), ()), mask=lambda m: np.testing.assert_array_equal(m, LESION)),
+    ),
+    Case(
+        "mask_grey_as_rgb",
+        "valid: binary mask saved as RGB (all channels equal)",
+        _valid(
+            mask_case(_png(np.dstack([LESION * 255] * 3).astype(np.uint8)), ()),
+            mask=lambda m: np.testing.assert_array_equal(m, LESION),
+        ),
+    ),
+    # manifest cells
+    Case("label_0", "BI-RADS 0 (incomplete)", cell_case(("'0'", "incomplete"), birads="0")),
+    Case("label_1", "BI-RADS 1 (negative: no lesion)", cell_case(("'1'", "negative"), birads="1")),
+    Case("label_6", "BI-RADS 6 (known cancer)", cell_case(("'6'", "biopsy-proven"), birads="6")),
+    Case("label_4_six_class", '"4" on the six-class scale', cell_case(("'4'", "no subcategory"), birads="4")),
+    Case("label_garbage", "free text as label", cell_case(("'suspicious'",), birads="suspicious")),
+    Case("label_missing", "empty label (fine for predict/prepare only)", lambda root: _label_missing(root)),
+    Case(
+        "label_4a_mixed_case",
+        'valid: "4a" and " BI-RADS 4A " style labels',
+        _valid(cell_case((), birads=" bi-rads 4a "), lesions=expect_lesions(label=2)),
+    ),
+    Case("duplicate_row", "row 3 repeats row 1", _duplicate),
+    Case(
+        "path_escapes",
+        "image '../outside.dcm'",
+        cell_case(("escapes the manifest's folder",), image="../outside.dcm"),
+    ),
+    Case("patient_in_two_splits", "one patient in train and test", _patient_in_two_splits),
+    Case("unknown_split", 'split "validation"', lambda root: _with_splits(root, "validation", ("unknown split",))),
+    Case("unknown_pathology", 'pathology "maybe"', cell_case(("pathology",), pathology="maybe")),
+    Case("empty_patient_id", "empty patient_id", cell_case(("empty cell",), patient_id="")),
+    Case("too_many_cells", "unquoted comma: more cells than columns", _too_many_cells),
+    Case(
+        "absolute_paths",
+        "valid: absolute image and mask paths",
+        _valid(_absolute_paths, lesions=expect_lesions(label=1)),
+    ),
+    # manifests as a whole
+    Case("header_only", "manifest with a header and no rows", manifest_case(_header_only, ("no data rows",))),
+    Case("zero_byte_manifest", "zero-byte manifest", manifest_case(_zero_bytes, ("missing required column",))),
+    Case(
+        "missing_column",
+        "no 'mask' column",
+        manifest_case(_missing_column("mask"), ("missing required column 'mask'",)),
+    ),
+    Case(
+        "semicolon_csv",
+        "';'-separated export",
+        manifest_case(_semicolons, ("missing required column", "patient_id;image;mask")),
+    ),
+    Case("column_twice", "a column named twice", manifest_case(_header_twice, ("named twice", "birads"))),
+    Case("manifest_is_folder", "the data folder given as manifest", manifest_case(_folder, ("is a folder",))),
+    Case("manifest_missing", "manifest path that does not exist", manifest_case(_missing, ("not found",))),
+    Case("latin1_manifest", "Latin-1 encoded manifest", manifest_case(_latin1, ("line 2 is not UTF-8",))),
+    Case("xlsx_as_csv", "Excel workbook named .csv", manifest_case(_workbook, ("spreadsheet workbook",))),
+    Case("nul_bytes", "NUL bytes in the manifest", manifest_case(_nul_bytes, ("NUL",))),
+    Case(
+        "excel_flavoured",
+        "valid: BOM, CRLF, spaced/capitalised headers, blank trailing row",
+        lambda root: Built(
+            manifest_case(_excel_flavoured, ())(root).manifest,
+            check={"lesions": expect_lesions(patient_id="C", label=3, image=root / "images" / "C.dcm")},
+        ),
+    ),
+]
+
+
+def _with_splits(root: Path, bad: str, fragments: tuple[str, ...]) -> Built:
+    built = row_case(root, fragments, split=bad)
+    lines = built.manifest.read_text().splitlines()
+    # every other row gets a split too, so only row 3's value is wrong
+    header = lines[0].split(",")
+    split = header.index("split")
+    for i in (1, 2):
+        cells = lines[i].split(",")
+        cells[split] = "train" if i == 1 else "test"
+        lines[i] = ",".join(cells)
+    built.manifest.write_text("\n".join(lines) + "\n")
+    return built
+
+
+def _label_missing(root: Path) -> Built:
+    built = row_case(root, ("missing BI-RADS label",), birads="")
+    built.valid_in = frozenset({"prepare"})  # prepare serves predict too: labels optional there, not in fit
+    return built

@@ -1,0 +1,236 @@
+"""Every bad input a hospital export or a public download can hold, through every entry point (issue #10).
+
+Each case of ``tests/bad_inputs_corpus.py`` goes through the file reader (``read_image`` / ``read_mask``, where a
+file is at fault), ``read_manifest``, ``birads-calc check-data``, ``birads-calc prepare`` and
+``BiradsDataModule.prepare_data`` + ``setup("fit")``. A bad input must give a clear error that names the row
+(where there is one), the file and the cause; the command line must print it and exit non-zero, never raise or
+show a traceback. A valid oddity must be read correctly (values checked against hand-computed ones) with every
+row kept. With ``skip_bad_rows`` the bad row is left out and named in the warning, never dropped silently.
+
+| case | input | outcome |
+|---|---|---|
+| truncated_dicom | DICOM cut short (copy interrupted) | error: truncated |
+| not_a_dicom | text file named .dcm | error: not a DICOM |
+| zero_byte_dicom | zero-byte .dcm | error: not a DICOM |
+| multi_frame | 3-frame DICOM (tomosynthesis) | error: multi-frame ... not supported |
+| no_pixel_data | DICOM without PixelData | error: no PixelData |
+| rows_exceed_pixels | Rows larger than the pixel data holds | error: truncated, pixel data needs N bytes |
+| columns_disagree | Columns smaller than the pixel data | error: header does not describe the pixels |
+| colour_png_image | RGB PNG as the mammogram | error: colour image |
+| nan_tiff / inf_tiff | float TIFF holding NaN / +inf | error: non-finite (check-data included) |
+| image_missing / image_is_folder | image absent / a folder | error: file not found / is a folder |
+| eight_bit_dicom | 8-bit DICOM | valid: stored / 255, cached pixel checked |
+| signed_16_bit_dicom | PixelRepresentation 1 | valid: (v + 32768) / 65535, cached pixel checked |
+| no_pixel_spacing | no PixelSpacing / ImagerPixelSpacing | valid: spacing None, native pixels |
+| no_pixel_spacing_resample | same, with pixel_spacing_mm set | error in prepare/data module only |
+| float_tiff_unit_range / png16_image | float TIFF in [0, 1] / 16-bit PNG | valid: values checked |
+| mask_other_size / empty_mask | 32x32 mask on 64x64 / all zero | error: mask is 32x32 ... / mask is empty |
+| grey_mask / mask_without_zero / label_map_mask | 0/128/255, 100/255, 0/1/2 | error: not binary |
+| rgb_overlay_mask | red-on-black RGB overlay | error: 2-D single-channel |
+| mask_missing / mask_is_folder | mask absent / a folder | error: file not found / directory |
+| mask_zero_one / mask_grey_as_rgb | 0/1 PNG / binary saved as RGB | valid: mask equals the planted one |
+| label_0 / label_1 / label_6 / label_4_six_class | BI-RADS 0, 1, 6, "4" | error naming the value and why |
+| label_garbage / label_missing | "suspicious" / empty | error (empty is fine for prepare only) |
+| label_4a_mixed_case | " bi-rads 4a " | valid: class 4A |
+| duplicate_row / path_escapes | row 3 = row 1 / ../outside.dcm | error: duplicate of row 1 / escapes |
+| patient_in_two_splits / unknown_split | train and test / "validation" | error naming both rows / unknown split |
+| unknown_pathology / empty_patient_id / too_many_cells | "maybe" / "" / unquoted comma | error with row |
+| absolute_paths | absolute image and mask | valid |
+| header_only / zero_byte_manifest | no rows / empty file | error: no data rows / missing required column |
+| missing_column / semicolon_csv / column_twice | no mask column / ';' export / birads twice | error |
+| manifest_is_folder / manifest_missing | folder / typo | error: is a folder / not found |
+| latin1_manifest / xlsx_as_csv / nul_bytes | Latin-1 / workbook / NUL bytes | error: line 2 not UTF-8 / ... |
+| excel_flavoured | BOM, CRLF, "Patient_ID " headers, blank row | valid |
+
+Counts (asserted by ``test_counts`` from the outcomes, :data:`COUNTS`): 56 bad inputs tried, 45 handled with a
+clear error, 11 handled correctly as valid, 0 crashes. Every case's outputs (messages, cache files) are also
+searched for the canary identity the corpus DICOMs carry: none found.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from birads_calc.cli import main as cli
+from birads_calc.data.datamodule import BiradsDataModule
+from birads_calc.data.dicom import ImageReadError, read_image
+from birads_calc.data.manifest import ManifestError, SkippedRowsWarning, read_manifest
+from birads_calc.data.masks import MaskError, read_mask
+from tests.bad_inputs_corpus import CASES, ENTRY_POINTS, STRIDE, WINDOW, Built, Case
+from tests.factories import CANARY_NAME
+from tests.privacy import find_leaks
+
+# bad inputs tried, handled with a clear error, handled correctly as valid, crashes
+COUNTS = {"tried": 56, "clear_error": 45, "valid": 11, "crashes": 0}
+
+# the identity tests/factories.py writes into every DICOM (name in both spellings, birth date, accession number)
+CANARY = {CANARY_NAME, CANARY_NAME.replace("^", " "), "19700101", "ACC-CANARY-1"}
+
+_outcomes: dict[str, dict[str, str]] = {}  # case -> entry point -> outcome, filled as the cases run
+
+
+def _text_ok(built: Built, text: str, entry: str) -> str | None:
+    """None when ``text`` names the row (not for a file reader), the file and every fragment; else what lacks."""
+    missing = [f for f in built.fragments if f not in text]
+    if built.row is not None and entry != "reader" and not re.search(rf"\brow {built.row}\b", text):
+        missing.append(f"row {built.row}")
+    if built.file is not None and str(built.file) not in text:
+        missing.append(str(built.file))
+    if "Traceback" in text:
+        missing.append("no traceback")
+    return f"message lacks {missing}: {text!r}" if missing else None
+
+
+def _library(built: Built, entry: str, call, error_type: type[Exception], check=None, texts=None) -> str:
+    """Run a library entry point; 'error'/'valid' when it behaved as expected, else a description."""
+    try:
+        result = call()
+    except error_type as error:
+        texts.append(str(error))
+        if not built.expects_error(entry):
+            return f"wrong: valid input refused: {error}"
+        return _text_ok(built, str(error), entry) or "error"
+    except Exception as error:  # anything else escaping is a crash
+        return f"crash: {type(error).__name__}: {error}"
+    if built.expects_error(entry):
+        return "wrong: bad input accepted"
+    if check is not None:
+        try:
+            check(result)
+        except AssertionError as failure:
+            return f"wrong: valid input read incorrectly: {failure}"
+    return "valid"
+
+
+def _command(built: Built, entry: str, args: list[str], capsys, texts: list, expect: str | None = None) -> str:
+    capsys.readouterr()
+    try:
+        code = cli(args)
+    except BaseException as error:  # the program must print and return, never raise (SystemExit included)
+        return f"crash: {type(error).__name__}: {error}"
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    texts.append(text)
+    if "Traceback" in text:
+        return f"crash: traceback printed: {text}"
+    if built.expects_error(entry):
+        if code == 0:
+            return f"wrong: exit 0 for a bad input: {text}"
+        return _text_ok(built, text, entry) or "error"
+    if code != 0:
+        return f"wrong: exit {code} for a valid input: {text}"
+    if expect and expect not in text:
+        return f"wrong: {expect!r} not in {text!r}"
+    return "valid"
+
+
+def run_case(case: Case, root: Path, capsys) -> dict[str, str]:
+    """The outcome of ``case`` at every entry point, plus ``"privacy"``: whether any output or written file holds
+    the factories' canary identity (the corpus DICOMs carry it)."""
+    built = case.build(root)
+    outcomes, texts = {}, []
+    if built.reader:
+        reader, error = (read_image, ImageReadError) if built.reader == "image" else (read_mask, MaskError)
+        check = built.check.get(built.reader)
+        outcomes["reader"] = _library(built, "reader", lambda: reader(built.file), error, check, texts)
+
+    def lesions_check(lesions):
+        assert len(lesions) == built.rows, f"{len(lesions)} lesions for {built.rows} rows"
+        if "lesions" in built.check:
+            built.check["lesions"](lesions)
+
+    def read():
+        return read_manifest(built.manifest)
+
+    outcomes["read_manifest"] = _library(built, "read_manifest", read, ManifestError, lesions_check, texts)
+    outcomes["check-data"] = _command(built, "check-data", ["check-data", str(built.manifest)], capsys, texts)
+    options = [f"--{k}={v}" for k, v in built.options.items()]
+    prepare = ["prepare", str(built.manifest), f"--window={WINDOW}", f"--stride={STRIDE}", *options]
+    prepare.append(f"--cache_dir={root / 'cache_cli'}")
+    outcomes["prepare"] = _command(built, "prepare", prepare, capsys, texts, expect=f": {built.rows} lesions")
+
+    def data_module():
+        module = BiradsDataModule(
+            built.manifest,
+            window=WINDOW,
+            stride=STRIDE,
+            num_workers=0,
+            batch_size=2,
+            pin_memory=False,
+            cache_dir=root / "cache_dm",
+            **built.options,
+        )
+        module.prepare_data()
+        module.setup("fit")
+        return module
+
+    def module_check(module):
+        assert len(module.lesions) == built.rows == len(module.cache), "a row went missing"
+        if "cache" in built.check:
+            built.check["cache"](module.cache)
+
+    outcomes["datamodule"] = _library(built, "datamodule", data_module, ManifestError, module_check, texts)
+    leaks = find_leaks(CANARY, root, texts, exclude=["images/*"])
+    outcomes["privacy"] = f"leak: {leaks}" if leaks else "ok"
+    _outcomes[case.name] = outcomes
+    return outcomes
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_case_through_every_entry_point(case, tmp_path, capsys):
+    outcomes = run_case(case, tmp_path, capsys)
+    built_expectations = {e: o for e, o in outcomes.items() if o not in ("error", "valid", "ok")}
+    assert not built_expectations, f"{case.name} ({case.what}): {built_expectations}"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        c
+        for c in CASES
+        if c.name
+        in {
+            "duplicate_row",
+            "path_escapes",
+            "label_6",
+            "grey_mask",
+            "truncated_dicom",
+            "patient_in_two_splits",
+            "mask_other_size",
+        }
+    ],
+    ids=lambda c: c.name,
+)
+def test_skip_bad_rows_names_every_row_it_leaves_out(case, tmp_path):
+    """With skip_bad_rows, kept + reported-skipped = all rows, and the planted row is among those reported."""
+    built = case.build(tmp_path)
+    with pytest.warns(SkippedRowsWarning) as caught:
+        kept = read_manifest(built.manifest, skip_bad_rows=True)
+    message = str(caught[0].message)
+    skipped = int(re.search(r"skipped (\d+) bad row", message).group(1))
+    assert len(kept) + skipped == built.rows
+    assert re.search(rf"\brow {built.row}\b", message) and built.row not in {x.row for x in kept}
+
+
+def test_counts(tmp_path_factory, capsys):
+    """Every case run (again only if a -k selection skipped it); the totals are the ones the docs report."""
+    for case in CASES:
+        if case.name not in _outcomes:
+            run_case(case, tmp_path_factory.mktemp(case.name), capsys)
+    crashes = sum(any(o.startswith("crash") for o in _outcomes[c.name].values()) for c in CASES)
+    errors = valid = 0
+    for case in CASES:
+        outcomes = {e: o for e, o in _outcomes[case.name].items() if e != "privacy"}
+        if all(o == "valid" for o in outcomes.values()):
+            valid += 1
+        elif all(o in ("error", "valid") for o in outcomes.values()) and "error" in outcomes.values():
+            errors += 1
+    found = {"tried": len(CASES), "clear_error": errors, "valid": valid, "crashes": crashes}
+    with capsys.disabled():
+        print(f"\nbad-input corpus: {found}")
+    assert found == COUNTS
+    assert set().union(*(o.keys() for o in _outcomes.values())) == {*ENTRY_POINTS, "privacy"}
+    assert all(_outcomes[c.name]["privacy"] == "ok" for c in CASES)
