@@ -28,6 +28,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from birads_calc.categories import class_to_risk, risk_to_class, scale
+from birads_calc.guards import check_finite_loss
 from birads_calc.losses import LossName, build_loss
 from birads_calc.metrics import MalignancyAdjustedQWK, QuadraticWeightedKappa
 
@@ -95,6 +96,8 @@ class BiradsClassifier(L.LightningModule):
         self.configure_metrics()
         self._test_outputs: list[dict[str, torch.Tensor]] = []
         self.test_predictions: dict[str, torch.Tensor] | None = None
+        self._predict_outputs: list[dict[str, torch.Tensor]] = []
+        self.predictions: dict[str, torch.Tensor] | None = None  # after predict: every process's, each lesion once
 
     # --- template -------------------------------------------------------------------------------------------------
     def configure_models(self) -> None:
@@ -153,6 +156,8 @@ class BiradsClassifier(L.LightningModule):
         risk, pred = self.risk_and_class(output)
         loss_input = output if self.hparams.loss == "ce" else risk
         loss = self.criterion(loss_input, batch["target"], batch["malignancy"])
+        if stage == "train":  # before the metrics, which would refuse NaN predictions without saying why
+            check_finite_loss(loss, batch, self._trainer)
         # Metric states live on the device; logging the collection defers compute and DDP sync to epoch end.
         metrics.update(pred, batch["target"], malignancy=batch["malignancy"])
         batch_size = batch["target"].shape[0]
@@ -187,16 +192,35 @@ class BiradsClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         """Gather every process's predictions; keep each lesion once (DDP samplers pad with repeats)."""
         outputs, self._test_outputs = self._test_outputs, []
-        if outputs:
-            local = {k: torch.cat([o[k] for o in outputs]) for k in PREDICTION_KEYS}
-        else:  # a process without test batches still takes part in the collective gather
-            local = {k: torch.empty(0, dtype=PREDICTION_DTYPES[k], device=self.device) for k in PREDICTION_KEYS}
-        self.test_predictions = gather_predictions(local, self.all_gather, self.trainer.world_size)
+        self.test_predictions = self._gather_outputs(outputs)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Risk and predicted class per lesion, with the lesion's ``index`` for the reports."""
+        """Risk and predicted class per lesion, with the lesion's ``index``, its label (-1: none) and malignancy."""
         risk, pred = self.risk_and_class(self(batch["image"]))
-        return {"index": batch["index"], "risk": risk, "pred": pred}
+        out = {
+            "index": batch["index"],
+            "risk": risk.float(),
+            "pred": pred,
+            "target": batch["target"],
+            "malignancy": batch["malignancy"].float(),
+        }
+        self._predict_outputs.append(out)
+        return out
+
+    def on_predict_epoch_start(self) -> None:
+        self._predict_outputs, self.predictions = [], None
+
+    def on_predict_epoch_end(self) -> None:
+        """Gather every process's predictions into ``self.predictions``, each lesion once, sorted by ``index``."""
+        outputs, self._predict_outputs = self._predict_outputs, []
+        self.predictions = self._gather_outputs(outputs)
+
+    def _gather_outputs(self, outputs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        if outputs:
+            local = {k: torch.cat([o[k] for o in outputs]) for k in PREDICTION_KEYS}
+        else:  # a process without batches still takes part in the collective gather
+            local = {k: torch.empty(0, dtype=PREDICTION_DTYPES[k], device=self.device) for k in PREDICTION_KEYS}
+        return gather_predictions(local, self.all_gather, self.trainer.world_size)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """The injected optimizer and a scheduler stepped once per epoch (paper: StepLR every 10 epochs)."""

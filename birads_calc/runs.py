@@ -101,10 +101,23 @@ def newest_best_checkpoint(root: Path, name: str) -> Path:
     Raises:
         RunFolderError: none exists, saying where it looked and what to do.
     """
-    found = [p for p in (root / name).glob(f"*/{CHECKPOINTS}/{BEST}") if p.is_file()]
+    return _newest_checkpoint(root, name, BEST, "best")
+
+
+def newest_last_checkpoint(root: Path, name: str) -> Path:
+    """The most recently written ``last.ckpt`` among ``root/name/*/checkpoints/``: what ``--ckpt_path last`` resumes.
+
+    Raises:
+        RunFolderError: none exists, saying where it looked and what to do.
+    """
+    return _newest_checkpoint(root, name, LAST, "last")
+
+
+def _newest_checkpoint(root: Path, name: str, filename: str, kind: str) -> Path:
+    found = [p for p in (root / name).glob(f"*/{CHECKPOINTS}/{filename}") if p.is_file()]
     if not found:
         raise RunFolderError(
-            f"no best checkpoint of config '{name}' under {root / name}/*/{CHECKPOINTS}/{BEST}: run "
+            f"no {kind} checkpoint of config '{name}' under {root / name}/*/{CHECKPOINTS}/{filename}: run "
             f"'birads-calc fit --config <{name}.yaml>' first, or pass --ckpt_path"
         )
     return max(found, key=lambda p: p.stat().st_mtime_ns)

@@ -5,13 +5,18 @@ On top of LightningCLI it adds, through its hooks only:
 * run folders ``runs/<config name>/<version>/`` (resolved config, ``checkpoints/{best,last}.ckpt``, reports);
 * ``validate``/``test``/``predict`` without ``--ckpt_path``: the config's newest best checkpoint, announced;
 * a CPU fallback for GPU configs on machines without a GPU, announcing each changed setting;
-* W&B grouping by method, offline unless the user is logged in;
-* ``metrics.json`` + ``predictions.csv`` after ``test``.
+* W&B grouping by method, offline unless the user is logged in; W&B images only on request (``wandb_images``);
+* ``last.ckpt`` after every epoch, ``--ckpt_path last|best``, weights-only checkpoint loading, a clear stop on a
+  non-finite loss (docs/reliability.md);
+* after ``test``: ``metrics.json``, ``predictions.csv``, the confusion matrix, calibration table and ``report.md``;
+* after ``predict``: ``predictions.csv``, ``breasts.csv`` and overlays in ``<run>/predict/<manifest>-<hash>/``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,15 +29,25 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from birads_calc.callbacks import LastCheckpoint, WandbImages
 from birads_calc.data.datamodule import BiradsDataModule
+from birads_calc.guards import NonFiniteLossError
 from birads_calc.model import BiradsClassifier, PretrainedWeightsError
-from birads_calc.reports import RunInfo, log_test_reports_to_wandb, method_key, method_label, write_test_reports
+from birads_calc.reports import (
+    RunInfo,
+    log_test_reports_to_wandb,
+    method_key,
+    method_label,
+    write_predict_reports,
+    write_test_reports,
+)
 from birads_calc.runs import (
     CHECKPOINTS,
     RunFolderError,
     config_name,
     export_run_dir,
     newest_best_checkpoint,
+    newest_last_checkpoint,
     resolve_run_dir,
     run_dir_of_checkpoint,
 )
@@ -56,6 +71,7 @@ class BiradsCLI(LightningCLI):
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("auto_configure_optimizers", False)  # the optimizer and scheduler are model arguments
+        kwargs.setdefault("trainer_defaults", {"callbacks": [LastCheckpoint()]})
         self.run_dir: Path | None = None
         super().__init__(
             model_class=BiradsClassifier,
@@ -69,12 +85,13 @@ class BiradsCLI(LightningCLI):
         # The scale is a property of the data (six- or four-class labels); the model's head follows it.
         parser.link_arguments("data.num_classes", "model.num_classes")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(WandbImages, "wandb_images")  # default: no image is sent to W&B
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val_qwk",
                 "checkpoint.mode": "max",
                 "checkpoint.filename": "best",
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": False,  # LastCheckpoint writes last.ckpt after every epoch (callbacks.py)
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
@@ -84,6 +101,16 @@ class BiradsCLI(LightningCLI):
         )
         parser.add_argument(
             "--bootstrap_resamples", type=int, default=1000, help="Patient-level bootstrap resamples for the CIs."
+        )
+        parser.add_argument("--overlays", type=bool, default=True, help="predict: one overlay PNG per image.")
+        parser.add_argument(
+            "--overlay_size", type=int, default=1024, help="predict: longest side of an overlay's mammogram (px)."
+        )
+        parser.add_argument(
+            "--predict_dir",
+            type=Path | None,
+            default=None,
+            help="predict: output folder (default: <run folder>/predict/<manifest stem>-<hash of its path>).",
         )
 
     # --- hooks ----------------------------------------------------------------------------------------------------
@@ -99,12 +126,38 @@ class BiradsCLI(LightningCLI):
         except PretrainedWeightsError as error:
             self._parser(self.subcommand).error(str(error))
 
+    def _parse_ckpt_path(self) -> None:
+        """Resolve ``--ckpt_path last|best``; LightningCLI then reads the file's hyperparameters (weights-only)."""
+        subcommand = self.config.get("subcommand")
+        try:
+            if subcommand and self.config[subcommand].get("ckpt_path"):
+                self._resolve_checkpoint_keyword(subcommand)
+            super()._parse_ckpt_path()
+        except RunFolderError as error:
+            self._parser(subcommand).error(str(error))
+        except pickle.UnpicklingError as error:  # refused before any model or trainer exists
+            say(unsafe_checkpoint_message(self.config[subcommand].ckpt_path, error))
+            raise SystemExit(1) from None
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run the command; a diverged loss or an unsafe checkpoint ends it with a message and exit code 1."""
+        try:
+            super()._run_subcommand(subcommand)
+        except NonFiniteLossError as error:
+            say(str(error))
+            raise SystemExit(1) from None
+        except pickle.UnpicklingError as error:
+            say(unsafe_checkpoint_message(self.config[subcommand].ckpt_path, error))
+            raise SystemExit(1) from None
+
     def _prepare_run(self) -> None:
         subcommand = self.subcommand
         cfg = self.config[subcommand]
         name = config_name(cfg.get("config"))
         for change in cpu_fallback(cfg.trainer):
             say(change)
+        if cfg.get("weights_only") is None:
+            cfg.weights_only = True  # never unpickle arbitrary objects; --weights_only false for a trusted file
         if subcommand == "fit":
             run_dir = self._fit_run_dir(cfg, name)
         else:
@@ -115,6 +168,14 @@ class BiradsCLI(LightningCLI):
         cfg.checkpoint.dirpath = str(run_dir / CHECKPOINTS)
         configure_loggers(cfg, name, run_dir, subcommand)
         self.save_config_kwargs["config_filename"] = "config.yaml" if subcommand == "fit" else f"{subcommand}.yaml"
+
+    def _resolve_checkpoint_keyword(self, subcommand: str) -> None:
+        """``--ckpt_path last|best``: the config's newest such file (Lightning would look in a new run folder)."""
+        cfg = self.config[subcommand]
+        finder = {"last": newest_last_checkpoint, "best": newest_best_checkpoint}.get(str(cfg.ckpt_path))
+        if finder is not None:
+            keyword, cfg.ckpt_path = cfg.ckpt_path, str(finder(Path(cfg.runs_root), config_name(cfg.get("config"))))
+            say(f"{subcommand}: --ckpt_path {keyword}: {cfg.ckpt_path}")
 
     def _fit_run_dir(self, cfg: Namespace, name: str) -> Path:
         if cfg.ckpt_path and run_dir_of_checkpoint(Path(cfg.ckpt_path)) is not None:
@@ -140,7 +201,28 @@ class BiradsCLI(LightningCLI):
         finish_wandb(self.trainer)
 
     def after_predict(self) -> None:
+        """Write ``predictions.csv``, ``breasts.csv`` and the overlays from every process's predictions (rank 0)."""
+        if self.trainer.is_global_zero and self.model.predictions is not None:
+            self._write_predict_reports()
         finish_wandb(self.trainer)
+
+    def _write_predict_reports(self) -> None:
+        cfg, data = self.config[self.subcommand], self.datamodule
+        out_dir = Path(cfg.predict_dir) if cfg.predict_dir else predict_dir(self.run_dir, data.manifest)
+        if cfg.overlays:
+            images = len({x.image for x in data.lesions})
+            say(f"predict: drawing the overlays of {images} image(s) (--overlays false skips them)")
+        written = write_predict_reports(
+            out_dir,
+            self.model.predictions,
+            data.lesions,
+            self.model.hparams.num_classes,
+            root=data.manifest.parent,
+            overlays=cfg.overlays,
+            overlay_size=cfg.overlay_size,
+            voi=data.hparams.voi,
+        )
+        say(f"predict: wrote {', '.join(str(path) for path in written.values())}")
 
     def after_test(self) -> None:
         """Write ``metrics.json`` and ``predictions.csv`` from every process's predictions (rank 0)."""
@@ -159,12 +241,40 @@ class BiradsCLI(LightningCLI):
             checkpoint=str(cfg.ckpt_path) if cfg.ckpt_path else None,
         )
         report, rows = write_test_reports(
-            self.run_dir, self.model.test_predictions, self.datamodule.lesions, info, resamples=cfg.bootstrap_resamples
+            self.run_dir,
+            self.model.test_predictions,
+            self.datamodule.lesions,
+            info,
+            resamples=cfg.bootstrap_resamples,
+            root=self.datamodule.manifest.parent,
         )
-        say(f"test: wrote {self.run_dir / 'metrics.json'} and {self.run_dir / 'predictions.csv'}")
+        say(
+            f"test: wrote {self.run_dir / 'metrics.json'}, {self.run_dir / 'predictions.csv'} and report.md beside them"
+        )
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger):
                 log_test_reports_to_wandb(logger, report, rows)
+
+
+def predict_dir(run_dir: Path, manifest: Path) -> Path:
+    """Default predict output folder: ``<run_dir>/predict/<manifest stem>-<8 hex of its absolute path>``.
+
+    One folder per manifest: predicting another manifest never overwrites the last one's files (nor the test's
+    ``predictions.csv`` in the run folder), while predicting the same manifest again replaces them.
+    """
+    key = hashlib.sha256(str(Path(manifest).resolve()).encode()).hexdigest()[:8]
+    return Path(run_dir) / "predict" / f"{Path(manifest).stem}-{key}"
+
+
+def unsafe_checkpoint_message(path: Any, error: Exception) -> str:
+    """Why a checkpoint was refused: torch's weights-only unpickler met something other than tensors/plain values."""
+    detail = next((line.strip() for line in str(error).splitlines() if "Unsupported global" in line), "")
+    detail = detail.split(" was not an allowed global")[0].split("error: ")[-1]  # "Unsupported global: GLOBAL exec"
+    return (
+        f"refusing to load checkpoint {path}: it holds objects other than tensors and plain values, and unpickling "
+        f"them could run arbitrary code ({detail or type(error).__name__}). birads-calc checkpoints never do. "
+        "Load only checkpoints from a source you trust; if you trust this file, pass --weights_only false."
+    )
 
 
 def finish_wandb(trainer: Trainer) -> None:

@@ -170,7 +170,7 @@ PREPARE = ["--window", "64", "--stride", "32"]
 
 @pytest.mark.parametrize(
     ("name", "at"),
-    [("_load_image", 2), ("_publish", 1)],
+    [("load_image", 2), ("_publish", 1)],
     ids=["mid-crops", "before-rename"],
 )
 def test_prepare_killed_is_never_taken_for_a_cache(tmp_path, name, at):

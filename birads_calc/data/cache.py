@@ -301,7 +301,7 @@ def _write_crops(folder: Path, lesions: Sequence[Lesion], settings: CacheSetting
     with (folder / "pixels.u16").open("wb") as pixel_file, (folder / "masks.u8").open("wb") as mask_file:
         for image_path, group in by_image.items():
             try:
-                image, masks = _load_image(image_path, group, settings)
+                image, masks = load_image(image_path, group, settings)
             except ImageReadError as error:
                 problems += [Problem(x.row, without_path(str(error), x.image), "image", x.image) for x in group]
                 continue
@@ -324,7 +324,7 @@ def _write_crops(folder: Path, lesions: Sequence[Lesion], settings: CacheSetting
     return entries, problems
 
 
-def _load_image(path: Path, group: Sequence[Lesion], settings: CacheSettings) -> tuple[np.ndarray, list[np.ndarray]]:
+def load_image(path: Path, group: Sequence[Lesion], settings: CacheSettings) -> tuple[np.ndarray, list[np.ndarray]]:
     """The image as uint16 and its lesions' masks, resampled to the target spacing when one is set."""
     image = read_image(path, voi=settings.voi)
     masks = [read_mask(x.mask) for x in group]

@@ -226,8 +226,24 @@ class BiradsDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """Assemble the float ROIs on the device; random flips/rotations while training only."""
-        training = self.trainer is not None and self.trainer.training
-        return to_model_batch(batch, self.hparams.attention, augment=training and self.hparams.augment)
+        augment = self.trainer is not None and self.trainer.training and self.hparams.augment
+        generator = self._augmentation_generator(batch["pixels"].device) if augment and "pixels" in batch else None
+        return to_model_batch(batch, self.hparams.attention, augment=augment, generator=generator)
+
+    def _augmentation_generator(self, device: torch.device) -> torch.Generator | None:
+        """A generator seeded by (``split_seed``, epoch, batch, rank), like the sampler is by seed and epoch.
+
+        The draws then depend on nothing a checkpoint does not restore: a run resumed from ``last.ckpt`` flips
+        and rotates exactly the windows an uninterrupted run does, on the CPU and on a GPU alike. Without a
+        Lightning fit loop (a stand-in trainer) it is ``None``: torch's global generator.
+        """
+        trainer = self.trainer
+        if not hasattr(trainer, "fit_loop"):
+            return None
+        batch = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # this batch's index within the epoch
+        key = [self.hparams.split_seed, trainer.current_epoch, batch, trainer.global_rank]
+        seed = int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+        return torch.Generator(device=device).manual_seed(seed)
 
 
 def _collate(batch):
