@@ -26,7 +26,12 @@ from birads_calc.categories import BENIGN, MALIGNANT, label_name, scale
 from birads_calc.data.manifest import Lesion
 from birads_calc.io import atomic_path, write_csv, write_json
 from birads_calc.metrics import UndefinedMetricWarning, bootstrap_ci
-from birads_calc.metrics.functional import malignancy_adjusted_qwk, malignancy_auroc, quadratic_weighted_kappa
+from birads_calc.metrics.functional import (
+    confusion_matrix,
+    malignancy_adjusted_qwk,
+    malignancy_auroc,
+    quadratic_weighted_kappa,
+)
 
 PREDICTION_COLUMNS = (
     "patient_id",
@@ -141,12 +146,6 @@ def test_metrics(
     return {name: ci.as_dict() for name, ci in results.items()}
 
 
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> list[list[int]]:
-    """Counts with rows = truth, columns = prediction."""
-    flat = torch.bincount(target.long() * num_classes + pred.long(), minlength=num_classes * num_classes)
-    return flat.reshape(num_classes, num_classes).tolist()
-
-
 def write_test_reports(
     run_dir: Path,
     predictions: Mapping[str, torch.Tensor],
@@ -188,7 +187,7 @@ def write_test_reports(
         "n_patients": len(set(patients)),
         "checkpoint": info.checkpoint,
         "metrics": test_metrics(predictions, patients, n, resamples, level, seed),
-        "confusion_matrix": confusion_matrix(predictions["pred"], predictions["target"], n),
+        "confusion_matrix": confusion_matrix(predictions["pred"], predictions["target"], n).tolist(),
         "bootstrap": {"resamples": resamples, "unit": "patient", "level": level, "seed": seed},
     }
     write_json(run_dir / "metrics.json", report)
