@@ -7,11 +7,17 @@ Figures:
   keeps its best, so a burst of load from other processes on this shared machine hits both alike.
 * ``training.gpu_images_per_s_400``: with CUDA only: 400x400 training images/s of ``BiradsClassifier`` (resnet18)
   under bf16-mixed + channels_last, against fp32 without channels_last in the same run (no target).
+* ``training.gpu_loader_busy_share``: with CUDA only: 400x400 bf16 + channels_last training images/s fed by
+  ``BiradsDataModule`` (crop cache, loader workers, ROI assembly on the device) against the same model fed from
+  batches already on the GPU. The ratio is the share of the GPU's possible throughput the loader sustains
+  (1.0 = the loader never starves the GPU).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import figure
 
+from birads_calc.data.datamodule import BiradsDataModule
 from birads_calc.model import BiradsClassifier
 
 
@@ -40,9 +47,11 @@ def _batches(count: int, batch: int, size: int, device: str = "cpu") -> list[dic
     ]
 
 
-def _model(backbone: str, channels_last: bool = False) -> BiradsClassifier:
+def _model(backbone: str, channels_last: bool = False, num_classes: int = 6) -> BiradsClassifier:
     torch.manual_seed(0)
-    return BiradsClassifier(backbone=backbone, pretrained=False, loss="mamse", channels_last=channels_last)
+    return BiradsClassifier(
+        backbone=backbone, pretrained=False, loss="mamse", channels_last=channels_last, num_classes=num_classes
+    )
 
 
 class _StepTimer(L.Callback):
@@ -110,6 +119,50 @@ def gpu_images_per_s(quick: bool) -> dict:
     return {"training.gpu_images_per_s_400": figure(fast, plain, "images/s (bf16+channels_last vs fp32)", None)}
 
 
+def loader_fed_images_per_s(
+    manifest: Path, window: int, stride: int, steps: int, accelerator: str, precision: str, batch: int = 32
+) -> float:
+    """Training images/s of ``Trainer.fit`` fed by the real data module (cache, workers, on-device ROI)."""
+    workers = min(8, os.cpu_count() or 1)
+    dm = BiradsDataModule(
+        manifest, num_classes=4, window=window, stride=stride, batch_size=batch, num_workers=workers,
+        split_ratios=(1, 0, 0),
+    )  # fmt: skip
+    dm.prepare_data()  # the cache is built once, before the clock starts
+    dm.setup("fit")
+    steps = min(steps, len(dm.train_dataloader()))
+    warmup = min(5, steps // 2)
+    timer = _StepTimer(warmup, sync=accelerator == "gpu")
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        max_epochs=1,
+        limit_train_batches=steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    trainer.fit(_model("resnet18", channels_last=True, num_classes=4), datamodule=dm)
+    return (steps - warmup) * batch / (timer.end - timer.start)
+
+
+def gpu_loader_busy_share(quick: bool) -> dict:
+    from bench.bench_loader import make_dataset
+
+    images, steps, batch = (8, 12, 32) if quick else (32, 50, 32)
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = make_dataset(Path(tmp), images)
+        fed = loader_fed_images_per_s(manifest, 400, 100, steps, "gpu", "bf16-mixed", batch)
+    batches = _batches(steps, batch, 400, device="cuda")
+    resident = lightning_steps_per_s("resnet18", batches, 5, "gpu", "bf16-mixed", channels_last=True) * batch
+    return {"training.gpu_loader_busy_share": figure(fed, resident, "images/s (loader-fed vs GPU-resident)", 0.9)}
+
+
 def run(quick: bool) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a shared 2-core machine: one thread gives stable step times for both loops
@@ -126,8 +179,9 @@ def run(quick: bool) -> dict:
         torch.set_num_threads(threads)
     if torch.cuda.is_available():
         results.update(gpu_images_per_s(quick))
+        results.update(gpu_loader_busy_share(quick))
     else:
-        print("training.gpu_images_per_s_400: skipped, no CUDA device")
+        print("training.gpu_images_per_s_400, training.gpu_loader_busy_share: skipped, no CUDA device")
     return results
 
 
