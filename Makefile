@@ -22,12 +22,14 @@ test: install
 	WANDB_MODE=offline $(BIN)/python -m pytest -q
 
 demo: install
-	WANDB_MODE=offline $(BIN)/birads-calc synth --out $(DEMO_DIR) --config configs/synth_demo.yaml
-	WANDB_MODE=offline $(BIN)/birads-calc fit --config configs/demo.yaml
-	WANDB_MODE=offline $(BIN)/birads-calc test --config configs/demo.yaml
+	test -f $(DEMO_DIR)/manifest.csv || $(BIN)/birads-calc synth --out $(DEMO_DIR) --patients 100 --seed 0
+	WANDB_MODE=offline $(BIN)/birads-calc fit --config configs/proposed.yaml --config configs/demo.yaml --data.manifest $(DEMO_DIR)/manifest.csv
+	WANDB_MODE=offline $(BIN)/birads-calc test --config configs/proposed.yaml --config configs/demo.yaml --data.manifest $(DEMO_DIR)/manifest.csv
+	$(BIN)/birads-calc compare runs/demo --out runs/demo/compare
+	@echo "demo: data in $(DEMO_DIR); run folder $$(ls -td runs/demo/version_* | head -1) (metrics.json, predictions.csv, checkpoints/, metrics.csv); table and chart in runs/demo/compare"
 
 reproduce: install
-	WANDB_MODE=offline bash docs/reproduce.sh
+	WANDB_MODE=offline $(BIN)/python bench/reproduce.py --patients 120 --seed 1 --jobs 2
 
 bench: install
 	WANDB_MODE=offline $(BIN)/python bench/run.py

@@ -108,10 +108,11 @@ def load_run(path: Path) -> RunResult:
     metrics = {}
     for key in METRICS:
         entry = data["metrics"].get(key)
-        if not isinstance(entry, dict) or not _is_number(entry.get("value")):
+        if not isinstance(entry, dict) or not (_is_number(entry.get("value")) or entry.get("value", 0) is None):
             raise CompareError(f"{path}: metrics.{key}.value is missing or not a number")
-        low, high = entry.get("ci_low"), entry.get("ci_high")
-        metrics[key] = (float(entry["value"]), _number_or_none(low), _number_or_none(high))
+        # null = undefined for this test split (e.g. MAQWK-B without benign lesions): shown as n/a, not an error
+        value = float(entry["value"]) if entry["value"] is not None else math.nan
+        metrics[key] = (value, _number_or_none(entry.get("ci_low")), _number_or_none(entry.get("ci_high")))
     alpha = data.get("alpha")
     return RunResult(
         path=path,
@@ -150,6 +151,8 @@ def markdown_table(results: list[RunResult]) -> str:
 
 
 def _cell(value: float, low: float | None, high: float | None) -> str:
+    if math.isnan(value):
+        return "n/a"
     return f"{value:.4f}" + (f" [{low:.4f}, {high:.4f}]" if low is not None and high is not None else "")
 
 

@@ -338,8 +338,9 @@ def configure_loggers(cfg: Namespace, name: str, run_dir: Path, subcommand: str)
         init.save_dir = str(run_dir)
         if logger.class_path.endswith("WandbLogger"):
             _configure_wandb(init, cfg, name, run_dir, subcommand)
-        else:  # CSV / TensorBoard: write straight into the run folder, no extra name/version levels
-            init.name, init.version = "", ""
+        else:  # CSV / TensorBoard: fit writes straight into the run folder; test/validate/predict into a
+            # subfolder of their own, so they never overwrite the training curves
+            init.name, init.version = "", "" if subcommand == "fit" else subcommand
 
 
 def _configure_wandb(init: Namespace, cfg: Namespace, name: str, run_dir: Path, subcommand: str) -> None:

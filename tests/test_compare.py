@@ -109,3 +109,16 @@ def test_malformed_metrics_names_file_and_entry(tmp_path, capsys):
     assert main(["compare", str(run), "--out", str(tmp_path / "cmp")]) == 2
     message = capsys.readouterr().out
     assert "metrics.json" in message and "maqwk_b" in message
+
+
+def test_undefined_metric_is_shown_as_na_not_refused(tmp_path):
+    # a test split without benign lesions has no MAQWK-B: metrics.json records null
+    run = write_run(
+        tmp_path / "runs/proposed/version_0", "MAMSE + attention ROI", "mamse", True, 0.2,
+        (0.81, 0.7, 0.9), (0.3, 0.1, 0.5), (None, None, None),
+    )  # fmt: skip
+    out = tmp_path / "cmp"
+    assert main(["compare", str(run), "--out", str(out)]) == 0
+    (row,) = [line for line in (out / "table.md").read_text().splitlines() if line.startswith("| MAMSE")]
+    assert row.endswith("| n/a |") and "0.8100 [0.7000, 0.9000]" in row
+    assert (out / "table.png").exists()
