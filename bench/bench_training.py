@@ -72,24 +72,30 @@ class _StepTimer(L.Callback):
         self.end = time.perf_counter()
 
 
+def _timed_trainer(timer: _StepTimer, accelerator: str, precision: str, **kwargs) -> L.Trainer:
+    """One epoch of training only: no validation, logging, checkpoints or progress bar to time besides the steps."""
+    return L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        max_epochs=1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        **kwargs,
+    )
+
+
 def lightning_steps_per_s(
     backbone: str, batches: list, warmup: int, accelerator: str = "cpu", precision: str = "32-true", **model_kw
 ) -> float:
     """Optimisation steps/s of ``Trainer.fit`` over ``batches`` (one epoch, no validation, no logging to disk)."""
     timer = _StepTimer(warmup, sync=accelerator == "gpu")
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        precision=precision,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=[timer],
-    )
+    trainer = _timed_trainer(timer, accelerator, precision)
     trainer.fit(_model(backbone, **model_kw), DataLoader(batches, batch_size=None))
     return (len(batches) - warmup) / (timer.end - timer.start)
 
@@ -133,20 +139,7 @@ def loader_fed_images_per_s(
     steps = min(steps, len(dm.train_dataloader()))
     warmup = min(5, steps // 2)
     timer = _StepTimer(warmup, sync=accelerator == "gpu")
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        precision=precision,
-        max_epochs=1,
-        limit_train_batches=steps,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[timer],
-    )
+    trainer = _timed_trainer(timer, accelerator, precision, limit_train_batches=steps)
     trainer.fit(_model("resnet18", channels_last=True, num_classes=4), datamodule=dm)
     return (steps - warmup) * batch / (timer.end - timer.start)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 
@@ -17,18 +16,6 @@ def best_time(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> flo
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
-
-
-def median_time(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` over ``repeat`` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def figure(value, baseline, unit: str, target, lower_is_better: bool = False, ratio: float | None = None) -> dict:
