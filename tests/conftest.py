@@ -14,6 +14,18 @@ torch.set_num_threads(1)
 SHARED_DATA = Path(os.environ.get("BIRADS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True)
+def isolated_process_state():
+    """Undo what an in-process Lightning run leaves behind: launcher variables (LOCAL_RANK, MASTER_PORT, ...) in
+    os.environ and an initialised process group; a later test or subprocess would otherwise inherit them."""
+    saved = dict(os.environ)
+    yield
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (or ``$BIRADS_SHARED_DATA``); tests that need it skip with a reason where absent."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from ddp_ports import free_port
 
 from birads_calc.metrics import MalignancyAdjustedQWK, MalignancyAUROC, QuadraticWeightedKappa
 
@@ -60,12 +60,6 @@ def worker(rank: int, port: int, out: str) -> None:
         torch.save(values, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.ddp

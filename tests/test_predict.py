@@ -1,13 +1,13 @@
 """`birads-calc predict` through the real CLI on generated studies without labels (tiny model, CPU)."""
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from ddp_ports import ddp_subprocess_env
 from factories import CANARY_NAME, MANIFEST_COLUMNS, make_tiny_dataset, write_manifest
 from PIL import Image
 from training_helpers import TINY_OVERRIDES, single_torch_thread  # noqa: F401 (autouse)
@@ -162,8 +162,7 @@ def test_two_process_predict_writes_each_lesion_once(trained, tmp_path):
     common = ["--config", str(CONFIG), "--data.manifest", str(manifest), "--runs_root", str(runs), "--ckpt_path",
               str(best), *TINY_OVERRIDES, "--trainer.logger", "false", "--trainer.precision", "32", "--overlays",
               "false"]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(CONFIG.parents[1])}
-    env.pop("BIRADS_RUN_DIR", None)
+    env = ddp_subprocess_env(PYTHONPATH=str(CONFIG.parents[1]))
     ddp = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
     done = subprocess.run([sys.executable, "-m", "birads_calc", "predict", *common, *ddp, "--predict_dir",
                            str(tmp_path / "ddp")], cwd=tmp_path, env=env, capture_output=True, text=True,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from ddp_ports import free_port
 from lightning.pytorch.trainer.connectors.data_connector import _DataConnector
 from torch.utils.data import DataLoader
 
@@ -43,15 +43,9 @@ def test_ranks_shard_one_shared_draw():
     assert shards[0][:5] == whole[0:15:3][:5] and shards[1][:5] == whole[1:15:3]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.ddp
 def test_two_ddp_ranks_see_disjoint_samples(tmp_path):
-    mp.spawn(draw_shard, args=(2, _free_port(), LABELS, 2, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(draw_shard, args=(2, free_port(), LABELS, 2, str(tmp_path)), nprocs=2, join=True)
     shards = [torch.load(tmp_path / f"rank{r}.pt").tolist() for r in range(2)]
     reference = BalancedDistributedSampler(LABELS, num_replicas=1, rank=0, seed=7)
     reference.set_epoch(2)

@@ -2,12 +2,12 @@
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from ddp_ports import ddp_subprocess_env
 from factories import make_tiny_dataset
 from training_helpers import TINY_OVERRIDES, single_torch_thread  # noqa: F401 (autouse)
 
@@ -20,8 +20,7 @@ DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.stra
 
 def birads_calc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run ``python -m birads_calc`` in a fresh process: Lightning's DDP launcher re-runs that command per rank."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    env.pop("BIRADS_RUN_DIR", None)
+    env = ddp_subprocess_env(PYTHONPATH=str(ROOT))
     done = subprocess.run([sys.executable, "-m", "birads_calc", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
