@@ -1,7 +1,7 @@
 """Predict latency for a reading radiologist: one mammogram with 4 calcifications, DICOM to CSV rows (DESIGN §8).
 
 The model (ResNet-18, 400x400 windows, attention ROI) is loaded once; every study then goes through the direct
-one-study path (``birads_calc.inference``: decode the DICOM, read the 4 masks, cut the centred windows with
+one-study path (``birads_calc.inference.study``: decode the DICOM, read the 4 masks, cut the centred windows with
 ``data.roi``, assemble the attention channels, one forward pass, ``reports.prediction_rows``, ``predictions.csv``
 written atomically). The figure is the median seconds per mammogram over many studies, process start and model
 loading excluded, on this machine's CPU.
@@ -35,10 +35,10 @@ from birads_calc.data.cache import CacheSettings
 from birads_calc.data.dicom import read_image
 from birads_calc.data.manifest import read_manifest
 from birads_calc.data.roi import assemble
-from birads_calc.inference import image_windows, predict_lesions
+from birads_calc.inference.study import image_windows, predict_lesions
 from birads_calc.io import write_csv
-from birads_calc.model import BiradsClassifier
-from birads_calc.reports import PREDICTION_COLUMNS, prediction_rows
+from birads_calc.reporting.reports import PREDICTION_COLUMNS, prediction_rows
+from birads_calc.training.model import BiradsClassifier
 
 TARGET_SECONDS = 2.0
 NUM_CLASSES = 4  # the generated labels are 2, 3, 4, 5; the scale does not change the cost

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import figure
 
 from birads_calc.data.datamodule import BiradsDataModule
-from birads_calc.model import BiradsClassifier
+from birads_calc.training.model import BiradsClassifier
 
 
 def _batches(count: int, batch: int, size: int, device: str = "cpu") -> list[dict[str, torch.Tensor]]:

@@ -11,7 +11,7 @@ from jsonargparse import Namespace
 from training_helpers import TINY_OVERRIDES, single_torch_thread  # noqa: F401 (autouse)
 
 from birads_calc.cli import main
-from birads_calc.trainer_cli import cpu_fallback
+from birads_calc.cli.trainer import cpu_fallback
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

@@ -9,9 +9,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from training_helpers import single_torch_thread  # noqa: F401 (autouse fixture)
 
-from birads_calc import model as model_module
 from birads_calc.categories import risk_to_class
-from birads_calc.model import BiradsClassifier, PretrainedWeightsError, gather_predictions
+from birads_calc.training import model as model_module
+from birads_calc.training.model import BiradsClassifier, PretrainedWeightsError, gather_predictions
 
 TINY = "test_resnet"  # timm's test network: ~0.4 M parameters, runs in milliseconds on a CPU
 

@@ -14,15 +14,15 @@ from training_helpers import TINY_OVERRIDES, single_torch_thread  # noqa: F401 (
 
 from birads_calc.categories import SIX_CLASS
 from birads_calc.cli import main
+from birads_calc.cli.trainer import predict_dir
 from birads_calc.data.cache import CacheSettings
 from birads_calc.data.manifest import read_manifest
 from birads_calc.data.masks import read_mask
 from birads_calc.data.roi import bounding_box
-from birads_calc.inference import predict_lesions
-from birads_calc.model import BiradsClassifier
-from birads_calc.overlays import CATEGORY_COLOURS, LEGEND_WIDTH, MIN_MARKER_RADIUS, overlay_scale
-from birads_calc.reports import BREAST_COLUMNS, PREDICT_COLUMNS
-from birads_calc.trainer_cli import predict_dir
+from birads_calc.inference.study import predict_lesions
+from birads_calc.reporting.overlays import CATEGORY_COLOURS, LEGEND_WIDTH, MIN_MARKER_RADIUS, overlay_scale
+from birads_calc.reporting.reports import BREAST_COLUMNS, PREDICT_COLUMNS
+from birads_calc.training.model import BiradsClassifier
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "proposed.yaml"
 SIZE, OVERLAY = 128, 96

@@ -12,10 +12,10 @@ from factories import disc
 from PIL import Image
 from sklearn.metrics import precision_score, recall_score
 
-from birads_calc.calibration import LIKELIHOOD_RANGES, calibration_table, range_text, wilson_interval
 from birads_calc.categories import SIX_CLASS
 from birads_calc.data.manifest import Lesion
-from birads_calc.overlays import (
+from birads_calc.reporting.calibration import LIKELIHOOD_RANGES, calibration_table, range_text, wilson_interval
+from birads_calc.reporting.overlays import (
     CATEGORY_COLOURS,
     LEGEND_WIDTH,
     OverlayLesion,
@@ -23,7 +23,7 @@ from birads_calc.overlays import (
     overlay_size,
     render_overlay,
 )
-from birads_calc.reports import RunInfo, breast_rows, class_counts, write_test_reports
+from birads_calc.reporting.reports import RunInfo, breast_rows, class_counts, write_test_reports
 
 
 def prediction(patient, laterality, image, birads, risk, lesion_id, row):

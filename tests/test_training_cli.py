@@ -15,12 +15,12 @@ from sklearn.metrics import cohen_kappa_score
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from training_helpers import TINY_OVERRIDES, read_wandb_records, single_torch_thread  # noqa: F401 (autouse)
 
-from birads_calc import model as model_module
 from birads_calc.categories import SIX_CLASS, risk_to_class
 from birads_calc.cli import main
+from birads_calc.cli.trainer import cpu_fallback
 from birads_calc.data.datamodule import BiradsDataModule
 from birads_calc.runs import RUN_DIR_ENV, RunFolderError, config_name, newest_best_checkpoint, resolve_run_dir
-from birads_calc.trainer_cli import cpu_fallback
+from birads_calc.training import model as model_module
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 # Table 3 rows: config -> (loss, attention, alpha written to metrics.json)

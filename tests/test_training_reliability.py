@@ -21,7 +21,7 @@ from training_helpers import TINY_OVERRIDES, single_torch_thread  # noqa: F401 (
 
 from birads_calc.cli import main
 from birads_calc.data.datamodule import BiradsDataModule
-from birads_calc.model import BiradsClassifier
+from birads_calc.training.model import BiradsClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "proposed.yaml"

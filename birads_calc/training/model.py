@@ -28,9 +28,9 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from birads_calc.categories import class_to_risk, risk_to_class, scale
-from birads_calc.guards import check_finite_loss
 from birads_calc.losses import LossName, build_loss
 from birads_calc.metrics import MalignancyAdjustedQWK, QuadraticWeightedKappa
+from birads_calc.training.guards import check_finite_loss
 
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm publishes on the Hugging Face Hub
 PROBE_TIMEOUT_S = 3.0

@@ -19,7 +19,7 @@ import torch
 from birads_calc.data.cache import CacheSettings, load_image
 from birads_calc.data.manifest import Lesion
 from birads_calc.data.roi import assemble, bounding_box, centred_window, crop, pack_masks
-from birads_calc.model import BiradsClassifier
+from birads_calc.training.model import BiradsClassifier
 
 
 def image_windows(lesions: Sequence[Lesion], settings: CacheSettings) -> tuple[np.ndarray, np.ndarray]:

@@ -29,11 +29,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from birads_calc.callbacks import LastCheckpoint, WandbImages
 from birads_calc.data.datamodule import BiradsDataModule
-from birads_calc.guards import NonFiniteLossError
-from birads_calc.model import BiradsClassifier, PretrainedWeightsError
-from birads_calc.reports import (
+from birads_calc.reporting.reports import (
     RunInfo,
     log_test_reports_to_wandb,
     method_key,
@@ -51,6 +48,9 @@ from birads_calc.runs import (
     resolve_run_dir,
     run_dir_of_checkpoint,
 )
+from birads_calc.training.callbacks import LastCheckpoint, WandbImages
+from birads_calc.training.guards import NonFiniteLossError
+from birads_calc.training.model import BiradsClassifier, PretrainedWeightsError
 
 WANDB_PROJECT = "birads-calc"
 GPU_ACCELERATORS = ("gpu", "cuda")

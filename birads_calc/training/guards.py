@@ -11,7 +11,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from birads_calc.callbacks import LastCheckpoint
+from birads_calc.training.callbacks import LastCheckpoint
 
 MAX_NAMED_LESIONS = 20  # a message, not a dump: the rest is counted
 

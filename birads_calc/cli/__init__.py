@@ -1,5 +1,8 @@
 """The ``birads-calc`` program: the Lightning trainer commands and the data tools, one ``--help``.
 
+Stage: the top of the package. It may import every other stage and nothing imports it (``__main__`` aside).
+``trainer`` holds the LightningCLI of the trainer commands.
+
 ``fit``, ``validate``, ``test`` and ``predict`` are LightningCLI's (configs, ``--print_config``, overrides).
 The data tools (``synth``, ``convert``, ``check-data``, ``prepare``, ``compare``) are small jsonargparse programs
 that never build a model or a trainer. Each tool module exposes ``configure_parser(parser)`` and ``main(cfg)``;
@@ -28,7 +31,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "convert": ("birads_calc.data.adapters", "Turn a public dataset (CBIS-DDSM, INbreast, ...) into a manifest."),
     "check-data": ("birads_calc.data.manifest", "Validate a manifest; report every problem with its row."),
     "prepare": ("birads_calc.data.cache", "Build the lesion crop cache of a manifest ahead of training."),
-    "compare": ("birads_calc.compare", "Table 3 layout (and Fig. 3 alpha curve) from finished runs."),
+    "compare": ("birads_calc.reporting.compare", "Table 3 layout (and Fig. 3 alpha curve) from finished runs."),
 }
 
 
@@ -38,7 +41,7 @@ def main(args: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if from_argv else args)
     command = args[0] if args else None
     if command in TRAINER_COMMANDS:
-        from birads_calc.trainer_cli import BiradsCLI  # heavy imports (torch, lightning) only when needed
+        from birads_calc.cli.trainer import BiradsCLI  # heavy imports (torch, lightning) only when needed
 
         BiradsCLI(args=None if from_argv else args)  # LightningCLI reads sys.argv itself when given None
         return 0

@@ -3,7 +3,7 @@
 * ``test``: ``predictions.csv``, ``metrics.json``, ``confusion_matrix.png``, ``class_counts.csv``,
   ``calibration.csv`` and ``report.md`` (the metrics with their bootstrap CIs, counts and calibration in one page);
 * ``predict``: ``predictions.csv`` (one row per calcification), ``breasts.csv`` (one row per breast: the highest
-  category, as radiologists report it, paper §1) and the overlay PNGs (``birads_calc.overlays``).
+  category, as radiologists report it, paper §1) and the overlay PNGs (``birads_calc.reporting.overlays``).
 
 The reports are computed from the per-lesion predictions gathered from all processes (each lesion once), not from
 the epoch-level logged metrics: a DDP sampler may repeat samples to even out the processes, and the reports must
@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 
-from birads_calc.calibration import CALIBRATION_COLUMNS, calibration_table
 from birads_calc.categories import BENIGN, MALIGNANT, label_name, scale
 from birads_calc.data.manifest import Lesion
 from birads_calc.io import atomic_path, write_csv, write_json
@@ -32,6 +31,7 @@ from birads_calc.metrics.functional import (
     malignancy_auroc,
     quadratic_weighted_kappa,
 )
+from birads_calc.reporting.calibration import CALIBRATION_COLUMNS, calibration_table
 
 PREDICTION_COLUMNS = (
     "patient_id",
@@ -414,7 +414,7 @@ def write_predict_reports(
     Returns:
         The written files by kind: ``predictions``, ``breasts`` and, with overlays, ``overlays`` (the folder).
     """
-    from birads_calc.overlays import write_image_overlays
+    from birads_calc.reporting.overlays import write_image_overlays
 
     if predictions["index"].numel() == 0:
         raise ValueError("predict found no lesions: nothing to report (is the manifest empty?)")
