@@ -27,6 +27,7 @@ LEVELS: dict[str, int] = {
     "metrics": 1,
     "losses": 1,
     "training": 2,
+    "detection": 2,  # breast, specks, regions without masks (issue 14)
     "inference": 3,
     "reporting": 3,
     "cli": 4,

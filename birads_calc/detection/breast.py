@@ -1,0 +1,163 @@
+"""Stage 1: where the breast is, so that nothing outside it is ever called a calcification.
+
+Film and detector images hold bright things that are not breast: film labels and lead markers (bright, sharp,
+small), the scanner's film border, and in MLO views the pectoral muscle (a dense band in the upper chest-wall
+corner whose edge and texture make speck-like responses). The segmentation runs on a coarse copy of the image
+(about ``GRID_MM`` per pixel), where it costs a few milliseconds:
+
+1. foreground: Otsu's threshold between air and tissue, lowered part of the way toward the background level so
+   the faint uncompressed periphery near the skin stays in;
+2. a morphological opening of a few millimetres cuts thin bridges to labels and markers, and the largest
+   component is the breast (labels are much smaller); holes are filled;
+3. the chest-wall side is the image edge the breast leans on; in the upper part of that side a component of
+   markedly brighter tissue touching the top edge and the chest wall is the pectoral muscle, kept only when its
+   size and brightness make sense (a dense breast's bright glandular disc must not be taken for it);
+4. the search area for specks is the breast without the pectoral muscle, a band inside the skin line (the skin
+   seen edge-on is a bright rim) and a band along the image border (film edges, scanner artefacts).
+
+An image where no plausible breast is found gives a reason, never an exception.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+from skimage.measure import label, regionprops
+from skimage.morphology import disk
+
+GRID_MM = 0.8  # resolution of the segmentation
+OPENING_MM = 4.0  # cuts bridges to labels/markers narrower than this
+SKIN_MARGIN_MM = 2.5  # specks are searched this far inside the skin line
+BORDER_MARGIN_MM = 3.0  # ... and this far from the image edges
+MIN_BREAST_FRACTION = 0.03  # a breast covers at least this share of the image
+MIN_BREAST_AREA_MM2 = 400.0  # and at least 2 x 2 cm
+PECTORAL_MAX_FRACTION = 0.4  # a pectoral muscle is less than this share of the breast
+PECTORAL_MIN_FRACTION = 0.01
+
+
+@dataclass(frozen=True)
+class Breast:
+    """The breast of one image, at full resolution.
+
+    Attributes:
+        mask: bool [H, W], the breast including the pectoral muscle.
+        pectoral: bool [H, W], the pectoral muscle where one was found (else all False).
+        search: bool [H, W], where specks are looked for: breast without pectoral, skin band and image border.
+        chest_wall_right: whether the chest wall is on the image's right edge.
+        level: the gray level separating tissue from film (pixels of ``mask`` below it are air at the skin).
+        reason: why no breast was found (``mask`` then all False), else ``None``.
+    """
+
+    mask: np.ndarray
+    pectoral: np.ndarray
+    search: np.ndarray
+    chest_wall_right: bool
+    level: float = 0.0
+    reason: str | None = None
+
+
+def find_breast(pixels: np.ndarray, pixel_spacing: tuple[float, float]) -> Breast:
+    """Segment the breast of a mammogram (float [H, W] in [0, 1], MONOCHROME2) with its pixel spacing in mm."""
+    shape = pixels.shape
+    factor = max(1, int(GRID_MM / min(pixel_spacing)))
+    coarse = block_mean(pixels, factor)
+    grid_mm = factor * min(pixel_spacing)
+    breast, level = _largest_tissue(coarse, grid_mm)
+    area_mm2 = float(breast.sum()) * grid_mm**2
+    if not breast.any() or breast.mean() < MIN_BREAST_FRACTION or area_mm2 < MIN_BREAST_AREA_MM2:
+        empty = np.zeros(shape, bool)
+        return Breast(empty, empty, empty, False, level, reason="breast not found (no tissue region large enough)")
+    chest_wall_right = _chest_wall_right(breast)
+    pectoral = _pectoral(coarse, breast, chest_wall_right)
+    search = ndimage.binary_erosion(breast, iterations=max(1, round(SKIN_MARGIN_MM / grid_mm)), border_value=1)
+    search &= ~ndimage.binary_dilation(pectoral, iterations=max(1, round(SKIN_MARGIN_MM / grid_mm)))
+    mask, pectoral, search = (upsample(x, factor, shape) for x in (breast, pectoral, search))
+    edge = max(1, math.ceil(BORDER_MARGIN_MM / min(pixel_spacing)))
+    search[:edge], search[-edge:], search[:, :edge], search[:, -edge:] = False, False, False, False
+    return Breast(mask, pectoral, search, chest_wall_right, level)
+
+
+def block_mean(pixels: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of ``factor`` x ``factor`` blocks (the last partial blocks padded by edge values), float32."""
+    if factor == 1:
+        return np.asarray(pixels, np.float32)
+    h, w = pixels.shape
+    ph, pw = -h % factor, -w % factor
+    padded = np.pad(pixels, ((0, ph), (0, pw)), mode="edge") if ph or pw else pixels
+    blocks = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor)
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
+
+
+def upsample(mask: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour enlargement of a coarse mask by ``factor``, cropped to ``shape``."""
+    if factor == 1:
+        return mask[: shape[0], : shape[1]].copy()
+    return np.repeat(np.repeat(mask, factor, axis=0), factor, axis=1)[: shape[0], : shape[1]]
+
+
+def _largest_tissue(coarse: np.ndarray, grid_mm: float) -> tuple[np.ndarray, float]:
+    """The breast on the coarse grid (thresholded, opened, largest component, holes filled) and the threshold."""
+    smooth = ndimage.gaussian_filter(coarse, 1.0)
+    if float(smooth.max() - smooth.min()) < 1e-3:
+        return np.zeros(coarse.shape, bool), 1.0
+    otsu = float(threshold_otsu(smooth))
+    background = float(np.percentile(smooth, 2))
+    level = background + 0.35 * (otsu - background)
+    foreground = smooth > level
+    opened = ndimage.binary_opening(foreground, structure=disk(max(1, round(OPENING_MM / grid_mm / 2))))
+    labels = label(opened)
+    if labels.max() == 0:
+        return np.zeros(coarse.shape, bool), level
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return ndimage.binary_fill_holes(labels == int(np.argmax(sizes))), level
+
+
+def _chest_wall_right(breast: np.ndarray) -> bool:
+    """The breast leans on the chest wall: of its bounding box's two side columns, the one holding more breast
+    (film may be padded, so the image edge itself can be empty on both sides)."""
+    cols = np.flatnonzero(breast.any(axis=0))
+    band = max(1, (cols[-1] - cols[0] + 1) // 10)
+    left = breast[:, cols[0] : cols[0] + band].sum()
+    right = breast[:, cols[-1] + 1 - band : cols[-1] + 1].sum()
+    return bool(right > left)
+
+
+def _pectoral(coarse: np.ndarray, breast: np.ndarray, chest_wall_right: bool) -> np.ndarray:
+    """The pectoral muscle: a bright component in the top chest-wall corner of the breast, or none."""
+    none = np.zeros(breast.shape, bool)
+    image = coarse[:, ::-1] if chest_wall_right else coarse  # work with the chest wall on the left
+    inside = breast[:, ::-1] if chest_wall_right else breast
+    rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+    if len(rows) < 8 or len(cols) < 8:
+        return none
+    top, height, wall = rows[0], rows[-1] - rows[0] + 1, cols[0]
+    upper = np.zeros_like(inside)
+    upper[top : top + height // 2, wall : wall + (cols[-1] - wall) // 2] = True
+    values = image[inside & upper]
+    if values.size < 50:
+        return none
+    smooth = ndimage.gaussian_filter(image, 1.5)
+    bright = (smooth > float(threshold_otsu(values))) & inside & upper
+    labels = label(bright)
+    corner = labels[top : top + 3, wall : wall + 3]  # the muscle reaches the top of the breast at the chest wall
+    ids = [i for i in np.unique(corner) if i]
+    if not ids:
+        return none
+    props = max((p for p in regionprops(labels) if p.label in ids), key=lambda p: p.area)
+    muscle = ndimage.binary_fill_holes(labels == props.label)
+    share = muscle.sum() / inside.sum()
+    rest = image[inside & ~muscle]
+    contrast = float(image[muscle].mean() - np.median(rest)) if rest.size else 0.0
+    # a muscle is a wedge that narrows downward: its width in its lower half is below its width at the top
+    widths = muscle.sum(axis=1)[top : top + props.bbox[2]]
+    narrowing = widths[: max(1, len(widths) // 4)].mean() > 1.3 * widths[len(widths) // 2 :].mean()
+    # cut square by the search box's lower edge: glandular tissue running on, not a muscle that tapers off
+    narrowing &= widths[-1] < 0.25 * (cols[-1] - wall) / 2 or props.bbox[2] < top + height // 2
+    if not (PECTORAL_MIN_FRACTION <= share <= PECTORAL_MAX_FRACTION and contrast > 0.03 and narrowing):
+        return none
+    return muscle[:, ::-1] if chest_wall_right else muscle
