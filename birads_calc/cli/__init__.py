@@ -32,6 +32,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "check-data": ("birads_calc.data.manifest", "Validate a manifest; report every problem with its row."),
     "prepare": ("birads_calc.data.cache", "Build the lesion crop cache of a manifest ahead of training."),
     "compare": ("birads_calc.reporting.compare", "Table 3 layout (and Fig. 3 alpha curve) from finished runs."),
+    "detect": ("birads_calc.detection.tool", "Find calcification regions on images without masks: masks + manifest."),
 }
 
 
@@ -40,6 +41,11 @@ def main(args: Sequence[str] | None = None) -> int:
     from_argv = args is None
     args = list(sys.argv[1:] if from_argv else args)
     command = args[0] if args else None
+    if command == "predict" and any(arg.split("=")[0] == "--detect" for arg in args):
+        from birads_calc.cli.trainer import BiradsCLI
+        from birads_calc.detection.predict import predict_with_detection  # detect first, then rate each region
+
+        return predict_with_detection(args[1:], run_predict=lambda rest: BiradsCLI(args=["predict", *rest]))
     if command in TRAINER_COMMANDS:
         from birads_calc.cli.trainer import BiradsCLI  # heavy imports (torch, lightning) only when needed
 

@@ -1,0 +1,323 @@
+"""``birads-calc detect``: calcification regions of mammograms without masks, as masks + a manifest.
+
+Usage: ``birads-calc detect (MANIFEST | --images DIR_OR_FILES...) --out DIR [--pixel_spacing MM]``.
+
+Writes into ``--out``:
+
+* ``masks/<image>/<image>_r<k>.png``: one mask per region (PNG 0/255, the image's size);
+* ``detections.csv``: one row per region (``image`` as given, ``region_id``, ``score``, ``n_specks``,
+  ``area_mm2``, ``bbox`` as ``row0 col0 row1 col1`` (ends exclusive), ``centroid_row``, ``centroid_col`` in the
+  image's pixels, ``lesion_id``, ``mask``);
+* ``manifest.csv``: one row per region in the manifest format (DESIGN §3), which ``check-data``, ``predict``,
+  ``fit`` and ``test`` read as it is. When the input manifest outlines calcifications (``mask``) and labels
+  them, a region that hits an outlined one (the FROC rule of ``evaluate``) takes its ``birads`` and
+  ``pathology``; other regions have no label (``check-data --labels optional``; ``fit``/``test`` report and
+  skip them with ``data.skip_bad_rows``);
+* ``report.csv``: one row per input image with its outcome (``regions``, ``no calcification found``,
+  ``breast not found``, ``unreadable``, ``no pixel spacing``) and the reason: nothing is dropped silently.
+
+The exit code is 0 when every image was read (found regions or not), 2 when some image could not be used.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from birads_calc.data.dicom import ImageReadError, read_image
+from birads_calc.data.manifest import MANIFEST_COLUMNS, ManifestError, read_rows, resolve_path
+from birads_calc.data.masks import MaskError, read_mask, write_mask
+from birads_calc.detection.detect import ImageDetection, Region, detect_image
+from birads_calc.detection.evaluate import match_image
+from birads_calc.io import write_csv
+
+IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".pgm", ".tif", ".tiff")
+RASTER_SUFFIXES = (".png", ".pgm", ".tif", ".tiff")  # carry no pixel spacing
+DETECTION_COLUMNS = (
+    "image",
+    "region_id",
+    "score",
+    "n_specks",
+    "area_mm2",
+    "bbox",
+    "centroid_row",
+    "centroid_col",
+    "lesion_id",
+    "mask",
+)
+REPORT_COLUMNS = ("image", "status", "n_regions", "n_specks", "reason", "seconds")
+
+
+class DetectInputError(ValueError):
+    """Inputs that cannot be used at all (no image given, a missing folder, PNG without --pixel_spacing)."""
+
+
+@dataclass
+class Truth:
+    """An outlined calcification of the input manifest (used only to carry its label over)."""
+
+    mask: Path
+    birads: str
+    pathology: str
+
+
+@dataclass
+class InputImage:
+    """One image to run the detector on, with what the input said about it."""
+
+    given: str  # as the manifest cell or command line gave it
+    path: Path
+    patient_id: str
+    laterality: str = ""
+    view: str = ""
+    split: str = ""
+    truths: list[Truth] = field(default_factory=list)
+    labels: dict[int, Truth] = field(default_factory=dict)  # region_id -> the outlined calcification it hits
+
+
+@dataclass(frozen=True)
+class DetectSummary:
+    """What :func:`run_detection` wrote: the files and per-image outcomes."""
+
+    manifest: Path
+    detections: Path
+    report: Path
+    images: int
+    regions: int
+    failed: int
+
+
+def configure_parser(parser) -> None:
+    """Options of ``birads-calc detect``."""
+    parser.add_argument(
+        "manifest", type=str | None, nargs="?", default=None, help="A manifest (image column; masks optional)."
+    )
+    parser.add_argument("--images", type=str, nargs="+", default=None, help="DICOM/PNG/PGM files or folders of them.")
+    parser.add_argument("--out", type=Path, required=True, help="Output folder (masks/, detections.csv, manifest.csv).")
+    parser.add_argument(
+        "--pixel_spacing",
+        type=float | None,
+        default=None,
+        help="mm per pixel for images that carry none (PNG, PGM, DICOMs without PixelSpacing).",
+    )
+
+
+def main(cfg) -> int:
+    """Run ``birads-calc detect``; returns the exit code."""
+    try:
+        summary = run_detection(cfg.out, cfg.manifest, cfg.images, cfg.pixel_spacing, progress=True)
+    except (DetectInputError, ManifestError) as error:
+        print(f"birads-calc detect: error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"detect: {summary.regions} region(s) on {summary.images - summary.failed} of {summary.images} image(s); "
+        f"wrote {summary.detections}, {summary.manifest} and {summary.report}"
+    )
+    if summary.failed:
+        print(f"detect: {summary.failed} image(s) could not be used; {summary.report} says why", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_detection(
+    out: Path,
+    manifest: str | os.PathLike | None = None,
+    images: Sequence[str] | None = None,
+    pixel_spacing: float | None = None,
+    progress: bool = False,
+) -> DetectSummary:
+    """Detect on every input image and write masks, ``detections.csv``, ``manifest.csv`` and ``report.csv``."""
+    if (manifest is None) == (not images):
+        raise DetectInputError("give either a MANIFEST or --images DIR_OR_FILES..., not both and not neither")
+    if pixel_spacing is not None and not pixel_spacing > 0:
+        raise DetectInputError(f"--pixel_spacing must be a positive number of mm, got {pixel_spacing}")
+    inputs = read_manifest_images(Path(manifest)) if manifest is not None else list_images(images)
+    _require_spacing_for_rasters(inputs, pixel_spacing)
+    out = Path(out)
+    detections, manifest_rows, report = [], [], []
+    stems: dict[str, int] = defaultdict(int)
+    for n, item in enumerate(inputs, start=1):
+        start = time.perf_counter()
+        result, status = _detect_one(item, pixel_spacing)
+        key = _unique_stem(item.path, stems)
+        rows = _write_regions(out, item, key, result) if result is not None else []
+        detections += [d for d, _ in rows]
+        manifest_rows += [m for _, m in rows]
+        report.append(_report_row(item, status, result, time.perf_counter() - start))
+        if progress:
+            print(f"detect: [{n}/{len(inputs)}] {item.given}: {report[-1]['status']}", file=sys.stderr, flush=True)
+    failed = sum(row["status"] in ("unreadable", "no pixel spacing") for row in report)
+    return DetectSummary(
+        manifest=write_csv(out / "manifest.csv", manifest_rows, MANIFEST_COLUMNS),
+        detections=write_csv(out / "detections.csv", detections, DETECTION_COLUMNS),
+        report=write_csv(out / "report.csv", report, REPORT_COLUMNS),
+        images=len(inputs),
+        regions=len(detections),
+        failed=failed,
+    )
+
+
+def read_manifest_images(path: Path) -> list[InputImage]:
+    """The distinct images of a manifest, in order, with the first row's ids and every row's outlined mask."""
+    header, rows = read_rows(path)
+    if "image" not in header:
+        raise DetectInputError(f"{path}: missing required column 'image' (header: {', '.join(header) or 'empty'})")
+    root = Path(os.path.abspath(path.parent))
+    by_path: dict[Path, InputImage] = {}
+    problems = []
+    for number, _, cells in rows:
+        value = cells.get("image") or ""
+        try:
+            image = resolve_path(root, value) if value else None
+        except ValueError as error:
+            problems.append(f"row {number}, column 'image': {error}")
+            continue
+        if image is None:
+            problems.append(f"row {number}, column 'image': empty cell (required)")
+            continue
+        item = by_path.setdefault(image, _input_image(value, image, cells))
+        if cells.get("mask"):
+            try:
+                mask = resolve_path(root, cells["mask"])
+            except ValueError:
+                continue  # a bad mask only loses its label transfer; check-data reports it
+            item.truths.append(Truth(mask, cells.get("birads") or "", cells.get("pathology") or ""))
+    if problems:
+        raise DetectInputError(f"{path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    if not by_path:
+        raise DetectInputError(f"{path}: the manifest has no data rows")
+    return list(by_path.values())
+
+
+def _input_image(given: str, path: Path, cells: dict) -> InputImage:
+    return InputImage(
+        given=given,
+        path=path,
+        patient_id=cells.get("patient_id") or path.stem,
+        laterality=cells.get("laterality") or "",
+        view=cells.get("view") or "",
+        split=(cells.get("split") or "").lower(),
+    )
+
+
+def list_images(values: Sequence[str]) -> list[InputImage]:
+    """Files as given, and the image files under each folder (sorted); the patient id is the file's stem."""
+    found = []
+    for value in values:
+        path = Path(value)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise DetectInputError(f"--images {value}: no DICOM/PNG/PGM/TIFF file in this folder")
+            found += [InputImage(str(p), Path(os.path.abspath(p)), p.stem) for p in files]
+        elif path.is_file():
+            found.append(InputImage(value, Path(os.path.abspath(path)), path.stem))
+        else:
+            raise DetectInputError(f"--images {value}: no such file or folder")
+    return found
+
+
+def _require_spacing_for_rasters(inputs: list[InputImage], pixel_spacing: float | None) -> None:
+    rasters = [x.given for x in inputs if x.path.suffix.lower() in RASTER_SUFFIXES]
+    if rasters and pixel_spacing is None:
+        listed = ", ".join(rasters[:3]) + (f" and {len(rasters) - 3} more" if len(rasters) > 3 else "")
+        raise DetectInputError(
+            f"{len(rasters)} image(s) carry no pixel spacing ({listed}): PNG/PGM/TIFF files need "
+            "--pixel_spacing MM (e.g. 0.2 for mini-MIAS); every size the detector uses is in millimetres"
+        )
+
+
+def _detect_one(item: InputImage, pixel_spacing: float | None) -> tuple[ImageDetection | None, str]:
+    """The detection of one image, or ``None`` and why it could not run."""
+    try:
+        image = read_image(item.path)
+    except ImageReadError as error:
+        return None, f"unreadable: {error}"
+    spacing = image.pixel_spacing or ((pixel_spacing, pixel_spacing) if pixel_spacing else None)
+    if spacing is None:
+        return None, "no pixel spacing: the DICOM has no PixelSpacing/ImagerPixelSpacing; pass --pixel_spacing MM"
+    result = detect_image(image.pixels, spacing)
+    if item.truths and result.regions:
+        _transfer_labels(item, result, spacing)
+    return result, "regions" if result.regions else (result.reason or "")
+
+
+def _transfer_labels(item: InputImage, result: ImageDetection, spacing) -> None:
+    """Give each region the label of the outlined calcification it hits (kept on the item for the manifest)."""
+    truths, kept = [], []
+    for truth in item.truths:
+        try:
+            mask = read_mask(truth.mask)
+        except MaskError:
+            continue
+        if mask.shape == result.regions[0].mask.shape and mask.any():
+            truths.append(mask)
+            kept.append(truth)
+    match = match_image(result.regions, truths, spacing)
+    for region, hits in zip(result.regions, match.hits, strict=True):
+        if hits:
+            best = max(hits, key=lambda k: int((region.mask & truths[k]).sum()))
+            item.labels[region.region_id] = kept[best]
+
+
+def _unique_stem(path: Path, seen: dict[str, int]) -> str:
+    """The image's file stem, numbered when two inputs share it (masks of different images never collide)."""
+    seen[path.stem] += 1
+    return path.stem if seen[path.stem] == 1 else f"{path.stem}-{seen[path.stem]}"
+
+
+def _write_regions(out: Path, item: InputImage, key: str, result: ImageDetection) -> list[tuple[dict, dict]]:
+    rows = []
+    for region in result.regions:
+        lesion_id = f"{key}_r{region.region_id}"
+        mask = Path("masks") / key / f"{lesion_id}.png"
+        write_mask(out / mask, region.mask)
+        truth = item.labels.get(region.region_id)
+        rows.append((_detection_row(item, region, lesion_id, mask), _manifest_row(item, lesion_id, mask, truth)))
+    return rows
+
+
+def _detection_row(item: InputImage, region: Region, lesion_id: str, mask: Path) -> dict:
+    return {
+        "image": item.given,
+        "region_id": region.region_id,
+        "score": region.score,
+        "n_specks": region.n_specks,
+        "area_mm2": region.area_mm2,
+        "bbox": " ".join(str(v) for v in region.bbox),
+        "centroid_row": round(region.centroid[0], 2),
+        "centroid_col": round(region.centroid[1], 2),
+        "lesion_id": lesion_id,
+        "mask": mask.as_posix(),
+    }
+
+
+def _manifest_row(item: InputImage, lesion_id: str, mask: Path, truth: Truth | None) -> dict:
+    return {
+        "patient_id": item.patient_id,
+        "image": str(item.path),  # absolute: the images live outside --out and '..' paths are refused
+        "mask": mask.as_posix(),
+        "birads": truth.birads if truth else "",
+        "pathology": truth.pathology if truth else "",
+        "lesion_id": lesion_id,
+        "laterality": item.laterality,
+        "view": item.view,
+        "split": item.split,
+    }
+
+
+def _report_row(item: InputImage, status: str, result: ImageDetection | None, seconds: float) -> dict:
+    kind = status.split(":")[0].split(" (")[0]
+    return {
+        "image": item.given,
+        "status": kind,
+        "n_regions": len(result.regions) if result else 0,
+        "n_specks": len(result.specks) if result is not None and result.specks is not None else 0,
+        "reason": "" if kind == "regions" else status,
+        "seconds": round(seconds, 3),
+    }

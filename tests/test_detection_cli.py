@@ -1,0 +1,129 @@
+"""`birads-calc detect` and `predict --detect` end to end on small generated mammograms (real files, real CLI)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from detection_fixtures import SPACING, phantom
+from factories import disc, make_tiny_dataset, write_dicom, write_manifest
+from factories import write_mask as write_truth_mask
+from PIL import Image
+from training_helpers import TINY_OVERRIDES, single_torch_thread  # noqa: F401 (autouse)
+
+from birads_calc.cli import main
+from birads_calc.data.manifest import read_manifest
+from birads_calc.data.masks import read_mask
+from birads_calc.detection.tool import DETECTION_COLUMNS, REPORT_COLUMNS
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "proposed.yaml"
+CLUSTERS = ((150.0, 90.0, 6), (260.0, 120.0, 5))
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def studies(root: Path, labelled: bool = False) -> Path:
+    """Two mammograms with two clusters each and one without calcifications, as DICOMs and a manifest.
+
+    With ``labelled``, each cluster is outlined (a 4 mm disc) with a BI-RADS label, as a research set would be.
+    """
+    rows = []
+    for k, clusters in enumerate((CLUSTERS, CLUSTERS, ())):
+        pixels, _, _, _ = phantom(clusters=clusters, seed=k)
+        image = write_dicom(root / f"img{k}.dcm", np.round(pixels * 4095), bits_stored=12, pixel_spacing=(SPACING,) * 2)
+        if not labelled:
+            rows.append({"patient_id": f"P{k}", "image": image.name, "view": "CC"})
+        for j, (r, c, _) in enumerate(clusters if labelled else ()):
+            mask = write_truth_mask(root / f"img{k}_{j}.png", disc(pixels.shape, (r, c), 4 / SPACING))
+            rows.append({"patient_id": f"P{k}", "image": image.name, "mask": mask.name, "birads": ["2", "4B"][j]})
+    columns = ["patient_id", "image", "mask", "birads"] if labelled else ["patient_id", "image", "view"]
+    return write_manifest(root / "studies.csv", rows, columns)
+
+
+def test_detect_writes_masks_detections_report_and_a_manifest_check_data_accepts(tmp_path, capsys):
+    manifest = studies(tmp_path / "in")
+    out = tmp_path / "out"
+    assert main(["detect", str(manifest), "--out", str(out)]) == 0
+
+    columns, detections = read_csv(out / "detections.csv")
+    assert columns == list(DETECTION_COLUMNS)
+    assert sorted(d["image"] for d in detections) == ["img0.dcm", "img0.dcm", "img1.dcm", "img1.dcm"]  # as given
+    for d in detections:
+        mask = read_mask(out / d["mask"])
+        r0, c0, r1, c1 = (int(v) for v in d["bbox"].split())
+        rows, cols = np.nonzero(mask)
+        assert (rows.min(), cols.min(), rows.max() + 1, cols.max() + 1) == (r0, c0, r1, c1)
+        assert float(d["centroid_row"]) == pytest.approx(rows.mean(), abs=0.01)
+        assert float(d["area_mm2"]) == pytest.approx(mask.sum() * SPACING**2, rel=1e-3)
+        assert min(np.hypot(float(d["centroid_row"]) - r, float(d["centroid_col"]) - c) for r, c, _ in CLUSTERS) < 15
+    columns, report = read_csv(out / "report.csv")
+    assert columns == list(REPORT_COLUMNS)
+    assert [(r["image"], r["status"]) for r in report] == [
+        ("img0.dcm", "regions"),
+        ("img1.dcm", "regions"),
+        ("img2.dcm", "no calcification found"),
+    ]
+    assert report[2]["reason"].startswith("no calcification found")
+
+    lesions = read_manifest(out / "manifest.csv", require_labels=False)
+    assert len(lesions) == 4 and {x.patient_id for x in lesions} == {"P0", "P1"} and {x.view for x in lesions} == {"CC"}
+    capsys.readouterr()
+    assert main(["check-data", str(out / "manifest.csv"), "--labels", "optional"]) == 0
+    assert "4 / 2 / 2" in capsys.readouterr().out
+
+
+def test_labels_of_outlined_calcifications_carry_over_so_test_can_use_the_manifest(tmp_path):
+    manifest = studies(tmp_path / "in", labelled=True)
+    out = tmp_path / "out"
+    assert main(["detect", str(manifest), "--out", str(out)]) == 0
+    lesions = read_manifest(out / "manifest.csv")  # labels required, as for fit/test
+    upper = sorted((bool(read_mask(x.mask).nonzero()[0].mean() < 200), x.label) for x in lesions)
+    assert upper == [(False, 3), (False, 3), (True, 0), (True, 0)]  # the row-150 cluster is BI-RADS 2, row 260 4B
+
+
+def test_png_needs_pixel_spacing_and_unreadable_images_are_reported(tmp_path, capsys):
+    pixels, _, _, _ = phantom()
+    Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "broken.dcm").write_bytes(b"DICM but not really")
+    out = tmp_path / "out"
+    assert main(["detect", "--images", str(tmp_path / "a.png"), "--out", str(out)]) == 2
+    assert "--pixel_spacing" in capsys.readouterr().err and not out.exists()
+
+    code = main(["detect", "--images", str(tmp_path), "--out", str(out), "--pixel_spacing", str(SPACING)])
+    assert code == 2  # one image could not be used; the others are still written
+    _, report = read_csv(out / "report.csv")
+    status = {Path(r["image"]).name: r["status"] for r in report}
+    assert status == {"a.png": "regions", "broken.dcm": "unreadable"}
+    assert len(read_csv(out / "detections.csv")[1]) == 2
+
+
+def test_detect_refuses_both_or_neither_input(tmp_path, capsys):
+    assert main(["detect", "--out", str(tmp_path / "o")]) == 2
+    assert "either a MANIFEST or --images" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_predict_detect_rates_every_region_with_its_detection_score(tmp_path):
+    runs = tmp_path / "runs"
+    train = make_tiny_dataset(tmp_path / "train", patients=6, size=128)
+    main(["fit", "--config", str(CONFIG), "--data.manifest", str(train), "--runs_root", str(runs),
+          *TINY_OVERRIDES, "--trainer.logger", "false", "--trainer.limit_val_batches", "1"])  # fmt: skip
+    manifest = studies(tmp_path / "new")
+    folder = tmp_path / "predicted"
+    code = main(["predict", "--config", str(CONFIG), "--data.manifest", str(manifest), "--runs_root", str(runs),
+                 *TINY_OVERRIDES, "--trainer.logger", "false", "--overlay_size", "96", "--detect",
+                 "--predict_dir", str(folder)])  # fmt: skip
+    assert code == 0
+    columns, predictions = read_csv(folder / "predictions.csv")
+    assert columns[columns.index("birads_pred") + 1] == "detection_score"
+    _, detections = read_csv(folder / "detections.csv")
+    assert {p["lesion_id"]: p["detection_score"] for p in predictions} == {
+        d["lesion_id"]: d["score"] for d in detections
+    }
+    assert len(predictions) == 4 and (folder / "breasts.csv").is_file() and any((folder / "overlays").iterdir())
