@@ -30,8 +30,9 @@ LEVELS: dict[str, int] = {
     "detection": 2,  # breast, specks, regions without masks (issue 14)
     "inference": 3,
     "reporting": 3,
-    "cli": 4,
-    "__main__": 5,  # `python -m birads_calc` runs the cli
+    "clinical": 4,  # DICOM in and out (PACS, SEG, SR): everything below, never the cli
+    "cli": 5,
+    "__main__": 6,  # `python -m birads_calc` runs the cli
 }
 FOUNDATIONS = {name for name, level in LEVELS.items() if level == 0}
 

@@ -34,6 +34,17 @@ TOOLS: dict[str, tuple[str, str]] = {
     "compare": ("birads_calc.reporting.compare", "Table 3 layout (and Fig. 3 alpha curve) from finished runs."),
     "detect": ("birads_calc.detection.tool", "Find calcification regions on images without masks: masks + manifest."),
 }
+# predict on DICOM studies (--dicomweb / --dicom_dir): birads_calc.clinical's own parser, not LightningCLI's
+CLINICAL_PREDICT = (
+    "birads_calc.clinical",
+    "Rate the calcifications of DICOM studies from a PACS (--dicomweb) or a folder (--dicom_dir); "
+    "results as DICOM SEG + SR (docs/clinical.md).",
+)
+
+
+def wants_clinical(args: Sequence[str]) -> bool:
+    """``predict --dicomweb ...`` / ``--dicom_dir ...`` (checked without importing the clinical stack)."""
+    return any(arg.split("=", 1)[0] in ("--dicomweb", "--dicom_dir") for arg in args)
 
 
 def main(args: Sequence[str] | None = None) -> int:
@@ -41,6 +52,8 @@ def main(args: Sequence[str] | None = None) -> int:
     from_argv = args is None
     args = list(sys.argv[1:] if from_argv else args)
     command = args[0] if args else None
+    if command == "predict" and wants_clinical(args[1:]):  # DICOM studies from a PACS or a folder (issue 15)
+        return run_tool(command, args[1:], CLINICAL_PREDICT)
     if command == "predict" and any(arg.split("=")[0] == "--detect" for arg in args):
         from birads_calc.cli.trainer import BiradsCLI
         from birads_calc.detection.predict import predict_with_detection  # detect first, then rate each region
@@ -57,9 +70,9 @@ def main(args: Sequence[str] | None = None) -> int:
     return 2
 
 
-def run_tool(command: str, args: Sequence[str]) -> int:
-    """Parse ``args`` with the tool's own parser and run it."""
-    module_name, help_text = TOOLS[command]
+def run_tool(command: str, args: Sequence[str], tool: tuple[str, str] | None = None) -> int:
+    """Parse ``args`` with the tool's own parser (``tool``: (module, help), default ``TOOLS[command]``) and run it."""
+    module_name, help_text = tool or TOOLS[command]
     module = importlib.import_module(module_name)
     parser = ArgumentParser(prog=f"birads-calc {command}", description=help_text)
     module.configure_parser(parser)

@@ -1,0 +1,84 @@
+"""A PACS over DICOMweb (``dicomweb-client``): find studies (QIDO-RS), retrieve them (WADO-RS), store results
+(STOW-RS), with every HTTP or network failure turned into one message naming the PACS and what was asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+import requests
+from dicomweb_client import DICOMwebClient
+from pydicom.dataset import Dataset
+
+from birads_calc.clinical.errors import ClinicalError
+from birads_calc.clinical.studies import Study, build_study
+
+STUDY_UID, SERIES_UID, MODALITY = "0020000D", "0020000E", "00080060"
+T = TypeVar("T")
+
+
+class Pacs:
+    """One DICOMweb server (``url`` is its DICOMweb root, e.g. ``http://host:8042/dicom-web``)."""
+
+    def __init__(self, url: str, timeout: float = 30.0):
+        self.url = url.rstrip("/")
+        self.client = DICOMwebClient(self.url, timeout=timeout)
+
+    def find_studies(self, query: Mapping[str, str]) -> list[str]:
+        """Study Instance UIDs matching QIDO-RS filters (e.g. ``{"StudyDate": "20200101", "ModalitiesInStudy":
+        "MG"}``), in the PACS's order; empty is an error (nothing to rate)."""
+        found = self._ask(
+            f"search for studies {dict(query)}",
+            lambda: self.client.search_for_studies(search_filters=dict(query), get_remaining=True),
+        )
+        uids = [_value(x, STUDY_UID) for x in found]
+        if not uids:
+            raise ClinicalError(f"no study on the PACS {self.url} matches the query {dict(query)}")
+        return uids
+
+    def retrieve(self, key: str, uid: str) -> Study:
+        """The study's mammograms and SEGs (the other series, e.g. earlier results or reports, are not fetched)."""
+        series = self._ask(f"search the series of study {uid}", lambda: self.client.search_for_series(uid))
+        if not series:
+            raise ClinicalError(f"{key}: study {uid} not found on the PACS {self.url}")
+        wanted = [_value(x, SERIES_UID) for x in series if _value(x, MODALITY) in ("MG", "SEG")]
+        instances: list[Dataset] = []
+        for series_uid in wanted:
+            instances += self._ask(
+                f"retrieve series {series_uid} of study {uid}",
+                lambda s=series_uid: self.client.retrieve_series(uid, s),
+            )
+        return build_study(key, uid, instances, f"the PACS {self.url}")
+
+    def store(self, key: str, datasets: Sequence[Dataset]) -> None:
+        """Store the results of a study (STOW-RS); a partial store is a failure too."""
+        response = self._ask(f"store the results of {key}", lambda: self.client.store_instances(list(datasets)))
+        failed = response.get("FailedSOPSequence") if response is not None else None
+        if failed:
+            reasons = sorted({str(item.get("FailureReason", "?")) for item in failed})
+            raise ClinicalError(
+                f"the PACS {self.url} rejected {len(failed)} of the {len(datasets)} result objects of {key} "
+                f"(failure reason {', '.join(reasons)})",
+                exit_code=1,
+            )
+
+    def _ask(self, what: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except requests.HTTPError as error:
+            status = error.response.status_code if error.response is not None else "?"
+            reason = error.response.reason if error.response is not None else str(error)
+            raise ClinicalError(f"the PACS {self.url} refused to {what}: HTTP {status} {reason}") from None
+        except (requests.ConnectionError, requests.Timeout) as error:
+            raise ClinicalError(
+                f"cannot reach the PACS at {self.url} to {what} ({type(error).__name__}): is the URL right (the "
+                "DICOMweb root, e.g. http://host:8042/dicom-web) and the server running?"
+            ) from None
+        except requests.RequestException as error:
+            raise ClinicalError(f"the PACS {self.url} could not {what}: {error}") from None
+
+
+def _value(item: Mapping, tag: str) -> str:
+    values = item.get(tag, {}).get("Value", [""])
+    return str(values[0]) if values else ""

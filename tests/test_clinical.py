@@ -1,0 +1,110 @@
+"""``predict --dicom_dir``: DICOM studies from a folder, results as a SEG and a TID 1500 SR (tiny model, CPU).
+
+The references are independent of the code under test: the synthetic manifest (which mask belongs to which
+image), predictions.csv / breasts.csv (written by the reporting stage), highdicom's SR/SEG parsers and dciodvfy.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from clinical_helpers import (
+    CONFIG,
+    breast_findings,
+    dciodvfy_errors,
+    fit_tiny,
+    read_csv,
+    segment_of_frame,
+    sr_findings,
+    synthetic_studies,
+)
+from privacy import find_leaks, identifying_values
+from training_helpers import single_torch_thread  # noqa: F401 (autouse)
+
+from birads_calc.cli import main
+from birads_calc.clinical.codes import BIRADS_CODES
+from birads_calc.data.manifest import read_manifest
+from birads_calc.data.masks import read_mask
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    return fit_tiny(tmp_path_factory.mktemp("clinical"))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> tuple[Path, Path]:
+    """(folder of one synthetic study + its reader's SEGs, the synthetic manifest)."""
+    root = tmp_path_factory.mktemp("study")
+    manifest = synthetic_studies(root)
+    return root / "dicom", manifest
+
+
+def predict(runs: Path, *args: str) -> int:
+    return main(["predict", "--config", str(CONFIG), "--runs_root", str(runs), "--overlay_size", "96", *args])
+
+
+def test_dicom_dir_rates_every_seg_region_and_writes_a_valid_sr_and_seg(trained, study, tmp_path, capfd):
+    runs, best = trained
+    folder, manifest = study
+    out = tmp_path / "out"
+    assert predict(runs, "--dicom_dir", str(folder), "--predict_dir", str(out)) == 0
+    err = capfd.readouterr().err
+    assert f"newest best checkpoint of config 'proposed': {best}" in err and "Traceback" not in err
+
+    rows = read_csv(out / "predictions.csv")
+    lesions = read_manifest(manifest, require_labels=False)
+    assert len(rows) == len(lesions)  # every reader segment rated once
+    assert {r["patient_id"] for r in rows} == {"study-1"} and all(r["birads_pred"] in BIRADS_CODES for r in rows)
+
+    sr_path, seg_paths = out / "dicom" / "study-1" / "sr.dcm", sorted((out / "dicom" / "study-1").glob("seg-*.dcm"))
+    sr = pydicom.dcmread(sr_path)
+    segs = {ds.SOPInstanceUID: ds for ds in map(pydicom.dcmread, seg_paths)}
+    images = {ds.SOPInstanceUID: ds for ds in map(pydicom.dcmread, folder.rglob("S*.dcm"))}
+    assert len(segs) == len({ds.SeriesInstanceUID for ds in images.values()})  # one SEG per series of images
+    # they belong to the patient's study: same study, same patient module
+    source = next(iter(images.values()))
+    for ds in [sr, *segs.values()]:
+        assert (ds.StudyInstanceUID, ds.PatientName, ds.PatientID) == (
+            source.StudyInstanceUID, source.PatientName, source.PatientID
+        )  # fmt: skip
+        assert ds.ContentQualification == "RESEARCH" and "NOT FOR CLINICAL USE" in ds.SeriesDescription
+
+    # every region: the SR's category and risk are predictions.csv's; its SEG frame is the reader's mask
+    findings = sr_findings(sr)
+    assert sorted(findings) == sorted(r["lesion_id"] for r in rows)
+    masks = {(m.image.name, m.lesion_id): read_mask(m.mask) for m in lesions}
+    for row in rows:
+        finding = findings[row["lesion_id"]]
+        assert finding["birads_pred"] == row["birads_pred"] and finding["risk"] == float(row["risk"])
+        label, mask = segment_of_frame(segs[finding["seg"]], finding["frame"])
+        assert label == row["lesion_id"]
+        image = images[finding["image"]]
+        assert image.ImageLaterality == row["laterality"]
+        expected = [m for (name, _), m in masks.items() if Path(image.filename).name == name]
+        assert any(np.array_equal(mask, m) for m in expected)  # the region is one of that image's reader masks
+    breasts = read_csv(out / "breasts.csv")
+    names = {"L": "left breast: highest category", "R": "right breast: highest category"}
+    assert breast_findings(sr) == {names[b["laterality"]]: b["birads_max"] for b in breasts}
+
+    texts = [str(e.value) for e in sr.iterall() if e.keyword == "TextValue"]  # algorithm name and parameters
+    assert f"checkpoint {best}" in texts and any("NOT FOR CLINICAL USE" in t for t in texts)
+    for path in [sr_path, *seg_paths]:
+        assert dciodvfy_errors(path) == [], path
+
+
+def test_no_identifying_field_outside_the_dicom_results(trained, study, tmp_path, capfd):
+    runs, _ = trained
+    folder, _ = study
+    needles = identifying_values(folder.rglob("S*.dcm"))
+    assert any("CANARY" in n for n in needles)
+    capfd.readouterr()
+    assert predict(runs, "--dicom_dir", str(folder), "--predict_dir", str(tmp_path / "out")) == 0
+    logs = capfd.readouterr()
+    assert find_leaks(needles, tmp_path / "out", [logs.out, logs.err], exclude=["dicom/*/*.dcm"]) == []
+    assert len(list((tmp_path / "out" / "overlays").glob("*.png"))) > 0
+    # and the DICOM results do carry them: they file into the patient's study
+    assert find_leaks(needles, tmp_path / "out" / "dicom") != []
