@@ -18,6 +18,7 @@ from birads_calc.cli import main
 from birads_calc.clinical.annotate import manifest_segs
 from birads_calc.clinical.codes import RISK_SCORE, category_from_code
 from birads_calc.clinical.regions import read_seg
+from birads_calc.clinical.results import segment_of_frame as segment_number
 from birads_calc.data.synthetic import generate
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "proposed.yaml"
@@ -80,8 +81,7 @@ def breast_findings(sr: pydicom.Dataset) -> dict[str, str]:
 def segment_of_frame(seg: pydicom.Dataset, frame: int):
     """(segment label, bool mask) of a SEG frame, read with highdicom."""
     segmentation = read_seg(seg)
-    item = seg.PerFrameFunctionalGroupsSequence[frame - 1]
-    number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+    number = segment_number(seg, frame)
     return segmentation.get_segment_description(number).SegmentLabel, segmentation.get_frame(frame) > 0
 
 

@@ -4,6 +4,7 @@ The references are independent of the code under test: the synthetic manifest (w
 image), predictions.csv / breasts.csv (written by the reporting stage), highdicom's SR/SEG parsers and dciodvfy.
 """
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +109,67 @@ def test_no_identifying_field_outside_the_dicom_results(trained, study, tmp_path
     assert len(list((tmp_path / "out" / "overlays").glob("*.png"))) > 0
     # and the DICOM results do carry them: they file into the patient's study
     assert find_leaks(needles, tmp_path / "out" / "dicom") != []
+
+
+def test_detect_rates_the_detectors_regions_when_the_study_has_no_seg(trained, study, tmp_path, capfd):
+    runs, _ = trained
+    folder, _ = study
+    images = tmp_path / "images"
+    shutil.copytree(folder, images, ignore=shutil.ignore_patterns("seg-*.dcm"))  # the study without its SEG
+    assert predict(runs, "--dicom_dir", str(images), "--predict_dir", str(tmp_path / "out")) == 2
+    err = capfd.readouterr().err
+    assert "study-1" in err and "has no DICOM SEG" in err and "--detect" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+    assert predict(runs, "--dicom_dir", str(images), "--predict_dir", str(tmp_path / "out"), "--detect", "true") == 0
+    rows = read_csv(tmp_path / "out" / "predictions.csv")
+    sr = pydicom.dcmread(tmp_path / "out" / "dicom" / "study-1" / "sr.dcm")
+    findings = sr_findings(sr)
+    assert rows and sorted(findings) == sorted(r["lesion_id"] for r in rows)
+    for row in rows:
+        assert (findings[row["lesion_id"]]["birads_pred"], findings[row["lesion_id"]]["risk"]) == (
+            row["birads_pred"], float(row["risk"])
+        )  # fmt: skip
+    for path in (tmp_path / "out" / "dicom" / "study-1").glob("seg-*.dcm"):
+        seg = pydicom.dcmread(path)
+        assert {s.SegmentAlgorithmType for s in seg.SegmentSequence} == {"AUTOMATIC"}
+        assert dciodvfy_errors(path) == []
+
+
+def test_bad_studies_get_one_message_naming_the_study_and_nothing_is_written(trained, study, tmp_path, capfd):
+    runs, _ = trained
+    folder, _ = study
+    out = tmp_path / "out"
+
+    def refused(source: Path, *expected: str) -> None:
+        capfd.readouterr()
+        assert predict(runs, "--dicom_dir", str(source), "--predict_dir", str(out)) == 2
+        err = capfd.readouterr().err
+        assert all(text in err for text in expected) and "Traceback" not in err, err
+        assert not out.exists()
+
+    # only "for processing" mammograms
+    processing = tmp_path / "processing"
+    for path in folder.rglob("S*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.PresentationIntentType = "FOR PROCESSING"
+        (processing / path.name).parent.mkdir(exist_ok=True)
+        ds.save_as(processing / path.name)
+    refused(processing, "study-1", "only 'for processing'")
+    # no mammogram at all (the SEGs alone)
+    segs_only = tmp_path / "segs"
+    shutil.copytree(folder, segs_only, ignore=shutil.ignore_patterns("S*.dcm"))
+    refused(segs_only, "study-1", "no mammogram")
+    # a SEG drawn on images of another size (same UIDs: the synthetic UIDs depend on the seed only)
+    other = tmp_path / "other"
+    synthetic_studies(other, shape=(192, 160))
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(other / "dicom", mismatched, ignore=shutil.ignore_patterns("seg-*.dcm"))
+    for path in folder.glob("seg-*.dcm"):
+        shutil.copy(path, mismatched / path.name)
+    refused(mismatched, "study-1", "SEG's frames are 256x208", "192x160")
+    # a study that is not in the folder, and a folder that does not exist
+    capfd.readouterr()
+    assert predict(runs, "--dicom_dir", str(folder), "--study", "1.2.3.4", "--predict_dir", str(out)) == 2
+    assert "study 1.2.3.4 not found" in capfd.readouterr().err
+    refused(tmp_path / "missing", "no such folder")

@@ -78,6 +78,7 @@ def run(cfg: Namespace) -> int:
     pacs = Pacs(cfg.dicomweb, timeout=cfg.timeout) if cfg.dicomweb else None
     studies = get_studies(cfg, pacs)
     regions = {study.key: study_regions(study, detect=cfg.detect) for study in studies}
+    studies = with_regions(studies, regions)
     model, settings, attention = load_model(checkpoint)
     out_dir = Path(cfg.predict_dir) if cfg.predict_dir else default_predict_dir(checkpoint, cfg)
     info = ModelInfo(config_name([cfg.config] if cfg.config else None), str(checkpoint), sha256(checkpoint))
@@ -96,6 +97,17 @@ def run(cfg: Namespace) -> int:
     if pacs is not None and cfg.store:
         store(pacs, results, out_dir / "dicom")
     return 0
+
+
+def with_regions(studies: Sequence[Study], regions: dict[str, list[Region]]) -> list[Study]:
+    """The studies that have something to rate; a study where the detector found nothing is named and left out."""
+    for study in studies:
+        if not regions[study.key]:
+            say(f"{study.key}: the detector found no calcification region; nothing to rate or store for it")
+    kept = [study for study in studies if regions[study.key]]
+    if not kept:
+        raise ClinicalError("the detector found no calcification region in any study: nothing to rate")
+    return kept
 
 
 def find_checkpoint(cfg: Namespace) -> Path:

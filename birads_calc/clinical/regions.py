@@ -5,14 +5,18 @@ detector when asked (``--detect``), else an error naming the study.
 from __future__ import annotations
 
 import copy
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 
 from birads_calc.clinical.errors import ClinicalError
-from birads_calc.clinical.studies import Study
+from birads_calc.clinical.studies import Study, write_instance
+from birads_calc.data.dicom import ImageReadError, read_image
+from birads_calc.detection import detect_image
 
 
 @dataclass
@@ -88,5 +92,22 @@ def read_seg(ds: Dataset) -> hd.seg.Segmentation:
 
 
 def detected_regions(study: Study) -> list[Region]:
-    """The detector's regions on each mammogram (``birads_calc.detection``)."""
-    raise ClinicalError(f"{study.key}: --detect needs birads_calc.detection, which this installation lacks")
+    """The detector's regions on each mammogram (``birads_calc.detection``); empty when it finds none anywhere.
+
+    The image is decoded by the data stage's reader (modality and VOI LUT, MONOCHROME1), as the detector expects.
+    """
+    regions = []
+    with tempfile.TemporaryDirectory(prefix="birads-calc-detect-") as folder:
+        for n, ds in enumerate(study.images, 1):
+            path = write_instance(Path(folder) / f"image-{n}.dcm", ds)
+            try:
+                image = read_image(path)
+            except ImageReadError as error:
+                raise ClinicalError(f"{study.key}: mammogram {n} cannot be decoded ({error})") from None
+            if image.pixel_spacing is None:
+                raise ClinicalError(
+                    f"{study.key}: mammogram {n} records no pixel spacing, which the detector needs (its sizes are mm)"
+                )
+            found = detect_image(image.pixels, image.pixel_spacing)
+            regions += [Region(ds, region.mask, f"detector region {region.region_id}") for region in found.regions]
+    return regions

@@ -192,7 +192,7 @@ def _region_group(item: RatedRegion, seg: hd.seg.Segmentation, segment: int, alg
     row = item.row
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=str(row["lesion_id"])),
-        referenced_segment=_segment_reference(seg, segment),
+        referenced_segment=_segment_reference(seg, segment, item.region.image),
         finding_type=codes.CALCIFICATION,
         algorithm_id=algorithm,
         finding_sites=_finding_sites(str(row["laterality"])),
@@ -205,19 +205,42 @@ def _region_group(item: RatedRegion, seg: hd.seg.Segmentation, segment: int, alg
     )
 
 
-def _segment_reference(seg: hd.seg.Segmentation, segment: int) -> hd.sr.ReferencedSegmentationFrame:
+def _segment_reference(seg: hd.seg.Segmentation, segment: int, image: Dataset) -> hd.sr.ReferencedSegmentationFrame:
     """The SEG frame of a segment and its source image, as PS3.3 C.18.4 wants the references.
 
-    highdicom writes both the frame and the segment number into the reference to the SEG, and a frame number into
-    the reference to the single-frame mammogram; the standard allows a segment number only where no frame number
-    is given and a frame number only for multi-frame images (dciodvfy reports both), so those two are removed.
+    Built with the constructor, not ``from_segmentation``, which fails on a SEG of a single frame (its segment
+    identification then sits in the shared functional groups). highdicom writes both the frame and the segment
+    number into the reference to the SEG; the standard allows a segment number only where no frame number is
+    given (dciodvfy reports it), so the segment number is removed: the frame identifies the segment.
     """
-    reference = hd.sr.ReferencedSegmentationFrame.from_segmentation(seg, segment_number=segment)
+    reference = hd.sr.ReferencedSegmentationFrame(
+        sop_class_uid=seg.SOPClassUID,
+        sop_instance_uid=seg.SOPInstanceUID,
+        frame_number=frame_of_segment(seg, segment),
+        segment_number=segment,
+        source_image=hd.sr.SourceImageForSegmentation(image.SOPClassUID, image.SOPInstanceUID),
+    )
     del reference[0].ReferencedSOPSequence[0].ReferencedSegmentNumber
-    source = reference[1].ReferencedSOPSequence[0]
-    if "ReferencedFrameNumber" in source:
-        del source.ReferencedFrameNumber
     return reference
+
+
+def frame_of_segment(seg: Dataset, segment: int) -> int:
+    """The (1-based) frame of a segment in a SEG whose segments each cover one image."""
+    shared = seg.SharedFunctionalGroupsSequence[0].get("SegmentIdentificationSequence")
+    for number, item in enumerate(seg.PerFrameFunctionalGroupsSequence, 1):
+        identification = item.get("SegmentIdentificationSequence") or shared
+        if int(identification[0].ReferencedSegmentNumber) == segment:
+            return number
+    raise ValueError(f"segment {segment} has no frame in the SEG")
+
+
+def segment_of_frame(seg: Dataset, frame: int) -> int:
+    """The segment number a SEG frame belongs to."""
+    item = seg.PerFrameFunctionalGroupsSequence[frame - 1]
+    identification = item.get("SegmentIdentificationSequence") or seg.SharedFunctionalGroupsSequence[0].get(
+        "SegmentIdentificationSequence"
+    )
+    return int(identification[0].ReferencedSegmentNumber)
 
 
 def _breast_group(breast: Mapping, algorithm) -> hd.sr.MeasurementsAndQualitativeEvaluations:
