@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from birads_calc.detection.breast import Breast, find_breast
-from birads_calc.detection.regions import group_specks, region_mask
+from birads_calc.detection.regions import MIN_SCORE, group_specks, region_mask
 from birads_calc.detection.specks import Specks, find_specks
 
 NO_BREAST = "breast not found"
@@ -55,12 +55,15 @@ class ImageDetection:
     specks: Specks | None = field(default=None, repr=False)
 
 
-def detect_image(pixels: np.ndarray, pixel_spacing: tuple[float, float]) -> ImageDetection:
+def detect_image(
+    pixels: np.ndarray, pixel_spacing: tuple[float, float], *, min_score: float = MIN_SCORE
+) -> ImageDetection:
     """Find the calcification regions of one mammogram.
 
     Args:
         pixels: float [H, W] in [0, 1], MONOCHROME2 (bright = dense), as ``data.dicom.read_image`` gives.
         pixel_spacing: (row_mm, col_mm); required, since every size the detector uses is physical.
+        min_score: regions scoring below are left out (0 keeps every group, as the FROC benchmark needs).
 
     Returns:
         The regions (best score first) or, when there are none, the reason.
@@ -77,7 +80,7 @@ def detect_image(pixels: np.ndarray, pixel_spacing: tuple[float, float]) -> Imag
     if breast.reason:
         return ImageDetection([], breast.reason, breast)
     specks = find_specks(pixels, breast.search, spacing, breast.mask, breast.level)
-    groups = group_specks(specks, spacing)
+    groups = group_specks(specks, spacing, min_score)
     regions = [_region(k + 1, g.score, region_mask(specks, g.members, pixels.shape), len(g.members), spacing)
                for k, g in enumerate(groups)]  # fmt: skip
     reason = None if regions else f"{NO_CALCIFICATION} ({len(specks)} isolated speck(s), no group)"

@@ -97,3 +97,14 @@ def speck_counts(detected: np.ndarray, truth: np.ndarray) -> dict[str, int]:
         "detected_specks": int(n_found),
         "detected_correct": int((correct > 0).sum()),
     }
+
+
+def operating_point(matches: Sequence[ImageMatch], min_score: float) -> tuple[float, float]:
+    """(sensitivity, false-positive regions per image) keeping only regions scoring at least ``min_score``."""
+    found = sum(
+        len(set().union(*[h for s, h in zip(m.scores, m.hits, strict=True) if s >= min_score])) for m in matches
+    )
+    false_pos = sum(
+        int(np.sum([not h and s >= min_score for s, h in zip(m.scores, m.hits, strict=True)])) for m in matches
+    )
+    return found / max(sum(m.n_truth for m in matches), 1), false_pos / max(len(matches), 1)

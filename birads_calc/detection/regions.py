@@ -4,7 +4,7 @@ The BI-RADS lexicon (5th ed.) describes how calcifications lie: *grouped* (a few
 *linear* (a line, as along a duct), *segmental* (a duct and its branches), *regional* (a larger area, > 2 cm) and
 *diffuse* (scattered). Readers outline each such group as one region, so the detector does too:
 
-* specks are linked when their centres are at most ``LINK_MM`` apart, and a region is a connected set of
+* specks are linked when their edges are at most ``LINK_MM`` apart, and a region is a connected set of
   links (single linkage). A line or a branching duct is a chain of close specks and so stays one region however
   long it is; a regional spread stays one region as long as its specks are not further apart than the link;
 * a region needs ``MIN_SPECKS`` specks (the clinical "cluster": at least three within 1 cm), unless one speck is
@@ -32,9 +32,11 @@ from birads_calc.detection.specks import LOW_Z, Specks
 LINK_MM = 5.0
 MIN_SPECKS = 3
 COARSE_MM2 = 0.8  # a single speck this large (about 1 mm across) counts as a calcification on its own
-COARSE_MIN_Z = 10.0
+COARSE_MIN_Z = 6.0
 EVIDENCE_CAP = 12.0  # per speck, in robust standard deviations above LOW_Z
 EVIDENCE_SCALE = 25.0  # evidence at which the score reaches 1 - 1/e
+CROWDING_WEIGHT = 2.0  # evidence per speck beyond the first for a group unlikely to arise by chance
+MIN_SCORE = 0.3  # default operating point (docs/detection.md); the FROC benchmark passes 0
 
 
 @dataclass(frozen=True)
@@ -45,21 +47,29 @@ class Group:
     score: float
 
 
-def group_specks(specks: Specks, pixel_spacing: tuple[float, float]) -> list[Group]:
-    """Regions of ``specks`` (best score first); specks in no region are left out (too few, too faint)."""
+def group_specks(specks: Specks, pixel_spacing: tuple[float, float], min_score: float = MIN_SCORE) -> list[Group]:
+    """Regions of ``specks`` scoring at least ``min_score`` (best first); specks in no region are left out."""
     if len(specks) == 0:
         return []
     points_mm = specks.centroids * np.asarray(pixel_spacing)[None, :]
-    pairs = cKDTree(points_mm).query_pairs(LINK_MM, output_type="ndarray")
+    radii = np.sqrt(specks.areas_mm2 / np.pi)
+    # linked when their edges (not centres) are within LINK_MM: coarse calcifications are millimetres wide
+    pairs = cKDTree(points_mm).query_pairs(LINK_MM + 2 * float(radii.max()), output_type="ndarray")
+    if len(pairs):
+        gaps = np.hypot(*(points_mm[pairs[:, 0]] - points_mm[pairs[:, 1]]).T) - radii[pairs[:, 0]] - radii[pairs[:, 1]]
+        pairs = pairs[gaps <= LINK_MM]
     n = len(specks)
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) if len(pairs) else None
     count, labels = connected_components(graph, directed=False) if graph is not None else (n, np.arange(n))
     groups = []
+    chance = chance_neighbours(specks)
     for k in range(count):
         members = np.flatnonzero(labels == k)
         if len(members) < MIN_SPECKS and not _coarse(specks, members):
             continue
-        groups.append(Group(members, region_score(specks.peaks[members])))
+        score = region_score(specks.peaks[members], chance)
+        if score >= min_score:
+            groups.append(Group(members, score))
     return sorted(groups, key=lambda g: -g.score)
 
 
@@ -67,9 +77,23 @@ def _coarse(specks: Specks, members: np.ndarray) -> bool:
     return bool(np.any((specks.areas_mm2[members] >= COARSE_MM2) & (specks.peaks[members] >= COARSE_MIN_Z)))
 
 
-def region_score(peaks: np.ndarray) -> float:
-    """Score in (0, 1) from the specks' peak responses (robust standard deviations); rises with each speck."""
-    evidence = float(np.minimum(np.asarray(peaks) - LOW_Z, EVIDENCE_CAP).clip(0).sum())
+def chance_neighbours(specks: Specks) -> float:
+    """Specks expected within ``LINK_MM`` of a speck if this image's specks were scattered at random."""
+    density = len(specks) / max(specks.searched_mm2, 1.0)
+    return density * np.pi * LINK_MM**2
+
+
+def region_score(peaks: np.ndarray, chance: float = 0.0) -> float:
+    """Score in (0, 1) from the specks' peak responses (robust standard deviations) and their crowding.
+
+    Each speck adds its capped response; each speck beyond the first also adds ``-log(chance)`` (weighted):
+    a tight group is strong evidence on an image with few specks elsewhere (a clean digital mammogram) and weak
+    evidence on one whose film grain scatters specks everywhere.
+    """
+    peaks = np.asarray(peaks)
+    evidence = float(np.minimum(peaks - LOW_Z, EVIDENCE_CAP).clip(0).sum())
+    if chance > 0:
+        evidence += CROWDING_WEIGHT * (len(peaks) - 1) * max(0.0, -float(np.log(chance)))
     return 1.0 - float(np.exp(-evidence / EVIDENCE_SCALE))
 
 

@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 from skimage.filters import apply_hysteresis_threshold
 
@@ -29,9 +30,9 @@ WORK_MM = 0.1  # working resolution
 SPECK_SIGMAS_MM = (0.07, 0.25)  # fine specks and coarser ones
 BACKGROUND_SIGMA_MM = 1.0
 TILE_MM = 6.0
-LOW_Z = 3.0
-HIGH_Z = 5.5
-MAX_AREA_MM2 = 12.0  # coarse/popcorn calcifications are a few mm across; larger bright blobs are tissue
+LOW_Z = 2.5
+HIGH_Z = 4.0
+MAX_AREA_MM2 = 40.0  # coarse, popcorn and rim calcifications reach about 7 mm; larger bright blobs are tissue
 ROBUST_SIGMA = 1.4826
 
 
@@ -45,6 +46,7 @@ class Specks:
         centroids: float [N, 2] (row, col) in full-resolution pixels.
         areas_mm2: float [N].
         peaks: float [N], each speck's highest response in robust standard deviations (its evidence).
+        searched_mm2: the area searched (the breast's search area), for the image's speck density.
     """
 
     labels: np.ndarray
@@ -52,6 +54,7 @@ class Specks:
     centroids: np.ndarray
     areas_mm2: np.ndarray
     peaks: np.ndarray
+    searched_mm2: float = 0.0
 
     def __len__(self) -> int:
         return len(self.peaks)
@@ -89,14 +92,23 @@ def find_specks(
     tissue = tissue & (image > level)
     z = significance(image, inside, tissue, work_mm)
     z[~inside] = 0
+    searched_mm2 = float(inside.sum()) * work_mm**2
     keep = apply_hysteresis_threshold(z, LOW_Z, HIGH_Z)
     labels, count = ndimage.label(keep, structure=np.ones((3, 3)))
     if count == 0:
-        return Specks(labels.astype(np.int32), factor, np.zeros((0, 2)), np.zeros(0), np.zeros(0))
+        return Specks(labels.astype(np.int32), factor, np.zeros((0, 2)), np.zeros(0), np.zeros(0), searched_mm2)
     index = np.arange(1, count + 1)
-    areas = ndimage.sum_labels(np.ones_like(z), labels, index) * work_mm**2
-    peaks = ndimage.maximum(z, labels, index)
-    centroids = np.asarray(ndimage.center_of_mass(np.ones_like(z), labels, index)).reshape(-1, 2)
+    # statistics over the few labelled pixels only (scipy's label statistics sort the whole image)
+    rows, cols = np.nonzero(labels)
+    ids = labels[rows, cols]
+    pixels_per = np.bincount(ids, minlength=count + 1)[1:]
+    areas = pixels_per * work_mm**2
+    peaks = np.zeros(count + 1, np.float32)
+    np.maximum.at(peaks, ids, z[rows, cols])
+    peaks = peaks[1:]
+    centroids = np.column_stack(
+        [np.bincount(ids, rows, count + 1)[1:] / pixels_per, np.bincount(ids, cols, count + 1)[1:] / pixels_per]
+    )
     centroids = (centroids + 0.5) * factor - 0.5  # working pixel centres -> full-resolution coordinates
     small = areas <= MAX_AREA_MM2
     if not small.all():  # relabel so that speck k is label k+1 again
@@ -104,7 +116,7 @@ def find_specks(
         remap[index[small]] = np.arange(1, int(small.sum()) + 1)
         labels = remap[labels]
         areas, peaks, centroids = areas[small], peaks[small], centroids[small]
-    return Specks(labels.astype(np.int32), factor, centroids, areas, peaks)
+    return Specks(labels.astype(np.int32), factor, centroids, areas, peaks, searched_mm2)
 
 
 def significance(image: np.ndarray, inside: np.ndarray, tissue: np.ndarray, work_mm: float) -> np.ndarray:
@@ -115,8 +127,9 @@ def significance(image: np.ndarray, inside: np.ndarray, tissue: np.ndarray, work
     """
     weight = tissue.astype(np.float32)
     sigma_bg = BACKGROUND_SIGMA_MM / work_mm
-    background = ndimage.gaussian_filter(image * weight, sigma_bg) / np.maximum(
-        ndimage.gaussian_filter(weight, sigma_bg), 1e-3
+    # truncated at 3 sigma: the background needs no more precision, and the widest kernel dominates the time
+    background = ndimage.gaussian_filter(image * weight, sigma_bg, truncate=3.0) / np.maximum(
+        ndimage.gaussian_filter(weight, sigma_bg, truncate=3.0), 1e-3
     )
     best = np.zeros(image.shape, np.float32)
     tile = max(8, round(TILE_MM / work_mm))
@@ -145,8 +158,8 @@ def local_noise(response: np.ndarray, inside: np.ndarray, tile: int) -> np.ndarr
     valid = (count >= blocks.shape[2] // 4) & (middle > 0)
     fill = float(np.median(middle[valid])) if valid.any() else 1.0
     mad = np.where(valid, middle, fill).astype(np.float32)
-    # bilinear spread of the tile values (zoom order 1) avoids steps in the threshold at tile edges
-    noise = ndimage.zoom(mad, (padded.shape[0] / mad.shape[0], padded.shape[1] / mad.shape[1]), order=1)
+    # bilinear spread of the tile values avoids steps in the threshold at tile edges (PIL: 20x faster than zoom)
+    noise = np.asarray(Image.fromarray(mad, mode="F").resize((padded.shape[1], padded.shape[0]), Image.BILINEAR))
     return np.maximum(noise[:h, :w], 1e-6)
 
 

