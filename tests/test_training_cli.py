@@ -115,8 +115,8 @@ def test_fit_then_test_writes_the_run_folder(name, manifest, tmp_path, capsys):
     assert "trainer.accumulate_grad_batches 1 -> 2" in fit_err and "16-mixed -> bf16-mixed" in fit_err
 
     cli("test", CONFIGS_DIR / f"{name}.yaml", manifest, runs, "--trainer.logger", "false")
-    best = run_dir / "checkpoints" / "best.ckpt"
-    assert f"test: using the newest best checkpoint of config '{name}': {best}" in capsys.readouterr().err
+    last = run_dir / "checkpoints" / "last.ckpt"  # paper §3.2: the model after the last epoch is reported
+    assert f"test: using the newest last checkpoint of config '{name}': {last}" in capsys.readouterr().err
     report = json.loads((run_dir / "metrics.json").read_text())
     with (run_dir / "predictions.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -127,7 +127,8 @@ def test_fit_then_test_writes_the_run_folder(name, manifest, tmp_path, capsys):
     assert sorted(r["lesion_id"] for r in rows) == sorted(x.lesion_id for x in test_lesions)  # each lesion once
     assert report["config"] == name and report["method"] == METHODS[name]
     assert (report["loss"], report["attention"], report["alpha"]) == (loss, attention, alpha)
-    assert report["classes"] == list(SIX_CLASS) and report["checkpoint"] == str(best)
+    assert report["classes"] == list(SIX_CLASS) and report["checkpoint"] == str(last)
+    assert (report["checkpoint_selection"], report["checkpoint_epochs"], report["seed"]) == ("last", 1, 0)
     assert report["n_lesions"] == len(rows) and report["n_patients"] == len({r["patient_id"] for r in rows})
     assert report["bootstrap"] == {"resamples": 200, "unit": "patient", "level": 0.95, "seed": 0}
 
@@ -160,9 +161,10 @@ def test_wandb_offline_run_records_method_group_config_and_test_tables(manifest,
         run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
         by_job[run.job_type] = (path, run, records)
         config = {item.key: json.loads(item.value_json) for item in run.config.update}
-        assert run.project == "birads-calc" and run.run_group == "mamse_attention"
+        assert run.project == "birads-calc" and run.run_group == "mamse_attention_alpha0.2"
         assert (config["loss"], config["attention"], config["alpha"]) == ("mamse", True, 0.2)
-        assert config["method"] == "MAMSE + attention ROI" and config["config"] == "proposed"
+        assert config["method"] == "MAMSE + attention ROI" and config["config"] == "proposed" and config["seed"] == 0
+        assert "/seed0/" in run.display_name
     assert set(by_job) == {"fit", "test"}
     test_path = by_job["test"][0]
     table = json.loads(next(test_path.parent.glob("files/media/table/test/predictions_*.table.json")).read_text())
@@ -177,7 +179,7 @@ def test_test_without_a_checkpoint_says_what_to_do(manifest, tmp_path, capsys):
         cli("test", CONFIGS_DIR / "mse.yaml", manifest, tmp_path / "runs")
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "no best checkpoint of config 'mse'" in err and "birads-calc fit" in err and "--ckpt_path" in err
+    assert "no last checkpoint of config 'mse'" in err and "birads-calc fit" in err and "--ckpt_path" in err
 
 
 def test_pretrained_offline_stops_the_cli_at_once(manifest, tmp_path, capsys, monkeypatch):

@@ -43,18 +43,18 @@ def test_two_process_fit_and_test_match_a_single_process(tmp_path):
     assert "MEMBER: 2/2" in done.stdout + done.stderr  # Lightning really started a second process
     run_dir = tmp_path / "runs" / "proposed" / "version_0"
     assert not (tmp_path / "runs" / "proposed" / "version_1").exists()  # both ranks wrote into one run folder
-    best = run_dir / "checkpoints" / "best.ckpt"
-    assert best.is_file()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert last.is_file() and (run_dir / "splits.csv").is_file()
 
     done = birads_calc("test", *common, cwd=tmp_path)
-    assert f"using the newest best checkpoint of config 'proposed': {best}" in done.stderr
+    assert f"using the newest last checkpoint of config 'proposed': {last}" in done.stderr
     ddp_report = json.loads((run_dir / "metrics.json").read_text())
     ddp_rows = read_rows(run_dir / "predictions.csv")
 
     single_dir = tmp_path / "single"
     main(["test", "--config", config, "--data.manifest", str(manifest), "--runs_root", str(tmp_path / "runs"),
           *TINY_OVERRIDES, "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
-          "--trainer.precision", "32", "--trainer.logger", "false", "--ckpt_path", str(best),
+          "--trainer.precision", "32", "--trainer.logger", "false", "--ckpt_path", str(last),
           "--run_dir", str(single_dir)])  # fmt: skip
     single_report = json.loads((single_dir / "metrics.json").read_text())
     single_rows = read_rows(single_dir / "predictions.csv")

@@ -3,7 +3,9 @@
 On top of LightningCLI it adds, through its hooks only:
 
 * run folders ``runs/<config name>/<version>/`` (resolved config, ``checkpoints/{best,last}.ckpt``, reports);
-* ``validate``/``test``/``predict`` without ``--ckpt_path``: the config's newest best checkpoint, announced;
+* ``validate``/``test``/``predict`` without ``--ckpt_path``: the config's newest ``last.ckpt`` (the model after the
+  last epoch, as the paper reports; ``--evaluate_checkpoint best`` for the best validation QWK), announced;
+* pinned splits: ``fit`` writes ``<run>/splits.csv`` and every later command of the run uses it (``data/splits.py``);
 * a CPU fallback for GPU configs on machines without a GPU, announcing each changed setting;
 * W&B grouping by method, offline unless the user is logged in; W&B images only on request (``wandb_images``);
 * ``last.ckpt`` after every epoch, ``--ckpt_path last|best``, weights-only checkpoint loading, a clear stop on a
@@ -19,9 +21,10 @@ import os
 import pickle
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -30,6 +33,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from birads_calc.data.datamodule import BiradsDataModule
+from birads_calc.data.splits import SPLITS_FILE, SplitError
 from birads_calc.reporting.reports import (
     RunInfo,
     log_test_reports_to_wandb,
@@ -73,6 +77,7 @@ class BiradsCLI(LightningCLI):
         kwargs.setdefault("auto_configure_optimizers", False)  # the optimizer and scheduler are model arguments
         kwargs.setdefault("trainer_defaults", {"callbacks": [LastCheckpoint()]})
         self.run_dir: Path | None = None
+        self.checkpoint_choice: str | None = None  # last | best when birads-calc chose the checkpoint
         super().__init__(
             model_class=BiradsClassifier,
             datamodule_class=BiradsDataModule,
@@ -96,6 +101,13 @@ class BiradsCLI(LightningCLI):
             }
         )
         parser.add_argument("--runs_root", type=Path, default=Path("runs"), help="Folder holding runs/<config>/.")
+        parser.add_argument(
+            "--evaluate_checkpoint",
+            type=Literal["last", "best"],
+            default="last",
+            help="validate/test/predict without --ckpt_path: the run's model after its last epoch (paper §3.2) or "
+            "its best validation QWK checkpoint.",
+        )
         parser.add_argument(
             "--run_dir", type=Path | None, default=None, help="Exact run folder (default: the next free version)."
         )
@@ -143,7 +155,7 @@ class BiradsCLI(LightningCLI):
         """Run the command; a diverged loss or an unsafe checkpoint ends it with a message and exit code 1."""
         try:
             super()._run_subcommand(subcommand)
-        except NonFiniteLossError as error:
+        except (NonFiniteLossError, SplitError) as error:
             say(str(error))
             raise SystemExit(1) from None
         except pickle.UnpicklingError as error:
@@ -164,6 +176,7 @@ class BiradsCLI(LightningCLI):
             run_dir = self._evaluation_run_dir(cfg, name)
             cfg.model.pretrained = False  # the weights come from the checkpoint; no ImageNet download needed
         self.run_dir = run_dir
+        pin_splits(cfg, run_dir, subcommand)
         cfg.trainer.default_root_dir = str(run_dir)
         cfg.checkpoint.dirpath = str(run_dir / CHECKPOINTS)
         configure_loggers(cfg, name, run_dir, subcommand)
@@ -175,6 +188,7 @@ class BiradsCLI(LightningCLI):
         finder = {"last": newest_last_checkpoint, "best": newest_best_checkpoint}.get(str(cfg.ckpt_path))
         if finder is not None:
             keyword, cfg.ckpt_path = cfg.ckpt_path, str(finder(Path(cfg.runs_root), config_name(cfg.get("config"))))
+            self.checkpoint_choice = str(keyword)
             say(f"{subcommand}: --ckpt_path {keyword}: {cfg.ckpt_path}")
 
     def _fit_run_dir(self, cfg: Namespace, name: str) -> Path:
@@ -187,12 +201,17 @@ class BiradsCLI(LightningCLI):
 
     def _evaluation_run_dir(self, cfg: Namespace, name: str) -> Path:
         if not cfg.ckpt_path:
-            cfg.ckpt_path = str(newest_best_checkpoint(Path(cfg.runs_root), name))
-            say(f"{self.subcommand}: using the newest best checkpoint of config '{name}': {cfg.ckpt_path}")
+            cfg.ckpt_path = str(default_checkpoint(cfg, name))
+            self.checkpoint_choice = cfg.evaluate_checkpoint
+            say(f"{self.subcommand}: using the newest {cfg.evaluate_checkpoint} checkpoint of config '{name}': "
+                f"{cfg.ckpt_path}")  # fmt: skip
         run_dir = cfg.run_dir or run_dir_of_checkpoint(Path(cfg.ckpt_path))
         if run_dir is None:
             run_dir, _ = resolve_run_dir(Path(cfg.runs_root), name)
         return Path(run_dir)
+
+    def before_fit(self) -> None:
+        self.datamodule.record_splits = self.run_dir / SPLITS_FILE  # the split this fit uses, for later commands
 
     def after_fit(self) -> None:
         finish_wandb(self.trainer)
@@ -239,6 +258,8 @@ class BiradsCLI(LightningCLI):
             alpha=hp.alpha if hp.loss == "mamse" else None,
             num_classes=hp.num_classes,
             checkpoint=str(cfg.ckpt_path) if cfg.ckpt_path else None,
+            **checkpoint_record(cfg.ckpt_path, self.checkpoint_choice),
+            seed=run_seed(self.run_dir, cfg.seed_everything),
         )
         report, rows = write_test_reports(
             self.run_dir,
@@ -254,6 +275,39 @@ class BiradsCLI(LightningCLI):
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger):
                 log_test_reports_to_wandb(logger, report, rows)
+
+
+def default_checkpoint(cfg: Namespace, name: str) -> Path:
+    """The checkpoint evaluated without ``--ckpt_path``: the config's newest ``last.ckpt`` (paper: the model after
+    the last epoch) or, with ``--evaluate_checkpoint best``, its newest ``best.ckpt``."""
+    finder = newest_last_checkpoint if cfg.evaluate_checkpoint == "last" else newest_best_checkpoint
+    return finder(Path(cfg.runs_root), name)
+
+
+def checkpoint_record(path: Any, choice: str | None) -> dict[str, Any]:
+    """Which model ``metrics.json`` reports: how its checkpoint was chosen (``last``: the model after the last
+    epoch; ``best``: best validation QWK; ``given``: ``--ckpt_path FILE``) and how many epochs it had trained."""
+    if not path:
+        return {"checkpoint_selection": None, "checkpoint_epochs": None}
+    saved = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    return {"checkpoint_selection": choice or "given", "checkpoint_epochs": int(saved.get("epoch", -1)) + 1}
+
+
+def run_seed(run_dir: Path, default: Any) -> int | None:
+    """The training seed of a run: ``seed_everything`` of its fit's ``config.yaml``, else this command's."""
+    config = Path(run_dir) / "config.yaml"
+    if config.is_file():
+        saved = yaml.safe_load(config.read_text()) or {}
+        default = saved.get("seed_everything", default)
+    return int(default) if isinstance(default, int) and not isinstance(default, bool) else None
+
+
+def pin_splits(cfg: Namespace, run_dir: Path, subcommand: str) -> None:
+    """Use the run's ``splits.csv`` when it has one and no ``--data.splits`` is given (announced)."""
+    pinned = Path(run_dir) / SPLITS_FILE
+    if subcommand != "predict" and cfg.data.get("splits") is None and pinned.is_file():
+        cfg.data.splits = pinned
+        say(f"{subcommand}: using the run's pinned patient split {pinned}")
 
 
 def predict_dir(run_dir: Path, manifest: Path) -> Path:
@@ -345,10 +399,11 @@ def configure_loggers(cfg: Namespace, name: str, run_dir: Path, subcommand: str)
 
 def _configure_wandb(init: Namespace, cfg: Namespace, name: str, run_dir: Path, subcommand: str) -> None:
     loss, attention, alpha = cfg.model.loss, bool(cfg.data.attention), cfg.model.alpha
+    seed = run_seed(run_dir, cfg.seed_everything)
     init.project = init.project or WANDB_PROJECT
-    init.group = init.group or method_key(loss, attention)
+    init.group = init.group or wandb_group(loss, attention, alpha)
     init.job_type = init.job_type or subcommand
-    init.name = init.name or f"{name}/{run_dir.name}/{subcommand}"
+    init.name = init.name or f"{name}/{run_dir.name}/seed{seed}/{subcommand}"
     init.config = {
         **(init.config or {}),
         "config": name,
@@ -356,10 +411,17 @@ def _configure_wandb(init: Namespace, cfg: Namespace, name: str, run_dir: Path, 
         "loss": loss,
         "attention": attention,
         "alpha": alpha if loss == "mamse" else None,
+        "seed": seed,
     }
     if "WANDB_MODE" not in os.environ and not init.offline and not _wandb_logged_in():
         init.offline = True
         say("W&B: not logged in, logging offline into the run folder (run 'wandb login' to sync online)")
+
+
+def wandb_group(loss: str, attention: bool, alpha: float | None) -> str:
+    """One W&B group per method (loss, input, alpha), so the group view shows the spread over seeds."""
+    key = method_key(loss, attention)
+    return f"{key}_alpha{alpha:g}" if loss == "mamse" and alpha is not None else key
 
 
 def _wandb_logged_in() -> bool:

@@ -11,6 +11,7 @@ calcifications, bit 1 = this lesion), ``target`` int64, ``malignancy`` float32, 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,9 +21,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from birads_calc.data.cache import CacheSettings, LesionCache, ensure_cache, find_cache
-from birads_calc.data.manifest import SPLITS, Lesion, ManifestError, Problem, read_manifest
+from birads_calc.data.manifest import Lesion, ManifestError, Problem, read_manifest
 from birads_calc.data.roi import assemble
 from birads_calc.data.sampler import BalancedDistributedSampler
+from birads_calc.data.splits import assignment_of, pinned_split, read_splits, split_by_patient, write_splits
+
+__all__ = ["BiradsDataModule", "WindowDataset", "split_by_patient", "to_model_batch", "training_seed"]
+
+
+AUGMENTATION_STREAM = 1  # keeps the augmentation's draws independent of the sampler's, which use the same seed
 
 
 class WindowDataset(Dataset):
@@ -84,20 +91,28 @@ class BiradsDataModule(L.LightningDataModule):
     Args:
         manifest: the manifest CSV (DESIGN §3).
         num_classes: 6 (BI-RADS 5th edition) or 4 (older standard).
-        split_seed: seed of the random patient split (ignored when the manifest has a ``split`` column).
+        split_seed: seed of the random patient split, and of nothing else (ignored when the manifest has a
+            ``split`` column or a split is pinned). Every random stream of training (sampler order, window
+            choice, augmentation; initialisation and dropout through torch) follows Lightning's global seed
+            (``seed_everything``) instead: see :func:`training_seed`.
         split_ratios: train:val:test proportions of patients.
         window: window size in pixels (paper: 400).
         stride: grid stride in pixels (paper: 100).
         attention: ``[x, x*M_all, x*M_lesion]`` when True, the gray patch repeated 3 times otherwise.
         batch_size: per process.
         num_workers: loader worker processes.
-        balanced_sampling: class-balanced training draws (§3.2); otherwise plain shuffling.
-        augment: random flips / 90-degree rotations on training batches (on the device).
+        balanced_sampling: class-balanced mini-batches (§3.2, ``data/sampler.py``); otherwise plain shuffling.
+        augment: random flips / 90-degree rotations on training batches (on the device); the paper uses none.
         cache_dir: crop cache folder (default ``<manifest folder>/.birads_cache``).
         pixel_spacing_mm: resample every image to this spacing first (None: keep the native pixels).
         skip_bad_rows: leave bad manifest rows out (each reported) instead of refusing the manifest.
         pin_memory: pinned host memory for faster host-to-GPU copies.
         voi: DICOM VOI handling, ``"window"`` (the file's window/VOI LUT) or ``"full"`` (whole range).
+        splits: a ``splits.csv`` (``patient_id,split``) to use instead of computing the split; the manifest must
+            fit it (``data/splits.py``). The CLI passes the run's own ``splits.csv`` when it has one.
+
+    Attributes:
+        record_splits: where ``setup("fit")`` writes the split it used (the CLI sets ``<run>/splits.csv``).
     """
 
     def __init__(
@@ -118,6 +133,7 @@ class BiradsDataModule(L.LightningDataModule):
         skip_bad_rows: bool = False,
         pin_memory: bool = True,
         voi: str = "window",
+        splits: Path | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -129,6 +145,7 @@ class BiradsDataModule(L.LightningDataModule):
         self.splits: dict[str, list[int]] = {}
         self.cache: LesionCache | None = None
         self.datasets: dict[str, WindowDataset] = {}
+        self.record_splits: Path | None = None
 
     # -- preparation ---------------------------------------------------------------------------------------------
 
@@ -165,10 +182,18 @@ class BiradsDataModule(L.LightningDataModule):
         self._entries = np.asarray([entry_of[x.row] for x in self.lesions], dtype=np.int64)
         self._targets = np.asarray([-1 if x.label is None else x.label for x in self.lesions], dtype=np.int64)
         self._malignancy = np.asarray([x.malignancy for x in self.lesions], dtype=np.float32)
-        self.splits = split_by_patient(self.lesions, self.hparams.split_ratios, self.hparams.split_seed)
+        self.splits = self._split()
+        if stage == "fit" and self.record_splits is not None and (self.trainer is None or self.trainer.is_global_zero):
+            write_splits(self.record_splits, assignment_of(self.splits, self.lesions))
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
         for name in wanted.get(stage, ("train", "val", "test")):
             self.datasets[name] = self._dataset(name)
+
+    def _split(self) -> dict[str, list[int]]:
+        """The pinned split (``splits``) when given, otherwise the manifest's column or the seeded 3:1:1 split."""
+        if self.hparams.splits is None:
+            return split_by_patient(self.lesions, self.hparams.split_ratios, self.hparams.split_seed)
+        return pinned_split(self.lesions, read_splits(self.hparams.splits), self.hparams.splits)
 
     def _dataset(self, name: str) -> WindowDataset:
         positions = range(len(self.lesions)) if name == "predict" else self.splits[name]
@@ -201,11 +226,13 @@ class BiradsDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Every (window, lesion) pair of the training patients; class-balanced and sharded per DDP rank."""
+        """(window, lesion) pairs of the training patients: class-balanced mini-batches sharded per DDP rank."""
         dataset = self.datasets.get("train")
         if dataset is not None and self.hparams.balanced_sampling and len(dataset):
-            sampler = BalancedDistributedSampler(dataset.sample_labels, seed=self.hparams.split_seed)
-            return self._loader("train", sampler=sampler, drop_last=len(sampler) > self.hparams.batch_size)
+            sampler = BalancedDistributedSampler(
+                dataset.sample_labels, dataset.samples[:, 0], self.hparams.batch_size, seed=training_seed()
+            )
+            return self._loader("train", sampler=sampler)
         return self._loader(
             "train", shuffle=True, drop_last=dataset is not None and len(dataset) > self.hparams.batch_size
         )
@@ -231,7 +258,7 @@ class BiradsDataModule(L.LightningDataModule):
         return to_model_batch(batch, self.hparams.attention, augment=augment, generator=generator)
 
     def _augmentation_generator(self, device: torch.device) -> torch.Generator | None:
-        """A generator seeded by (``split_seed``, epoch, batch, rank), like the sampler is by seed and epoch.
+        """A generator seeded by (training seed, epoch, batch, rank), like the sampler is by seed and epoch.
 
         The draws then depend on nothing a checkpoint does not restore: a run resumed from ``last.ckpt`` flips
         and rotates exactly the windows an uninterrupted run does, on the CPU and on a GPU alike. Without a
@@ -241,9 +268,18 @@ class BiradsDataModule(L.LightningDataModule):
         if not hasattr(trainer, "fit_loop"):
             return None
         batch = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # this batch's index within the epoch
-        key = [self.hparams.split_seed, trainer.current_epoch, batch, trainer.global_rank]
+        key = [training_seed(), trainer.current_epoch, batch, trainer.global_rank, AUGMENTATION_STREAM]
         seed = int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
         return torch.Generator(device=device).manual_seed(seed)
+
+
+def training_seed() -> int:
+    """Lightning's global seed (``seed_everything`` sets ``PL_GLOBAL_SEED``; 0 when never called).
+
+    The sampler and the augmentation derive their generators from it, so ``seed_everything(s)`` is all a script
+    needs to get another run, and the same seed gives the same run.
+    """
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
 
 def _collate(batch):
@@ -260,19 +296,3 @@ def to_model_batch(batch: dict, attention: bool = True, augment: bool = False, g
         return batch
     image = assemble(batch["pixels"], batch["masks"], attention=attention, augment=augment, generator=generator)
     return {"image": image, "target": batch["target"], "malignancy": batch["malignancy"], "index": batch["index"]}
-
-
-def split_by_patient(lesions: Sequence[Lesion], ratios: Sequence[float] = (3, 1, 1), seed: int = 0) -> dict:
-    """Lesion positions per split (``train``/``val``/``test``): the manifest's ``split`` column when it has one,
-    otherwise patients shuffled with ``seed`` and cut by ``ratios`` (every patient in exactly one split).
-    """
-    if any(x.split for x in lesions):
-        return {name: [i for i, x in enumerate(lesions) if x.split == name] for name in SPLITS}
-    patients = sorted({x.patient_id for x in lesions})
-    order = np.random.default_rng(seed).permutation(len(patients))
-    weights = np.asarray(ratios, dtype=np.float64) / float(sum(ratios))
-    cuts = np.round(np.cumsum(weights) * len(patients)).astype(int)
-    assignment = {}
-    for rank, p in enumerate(order):
-        assignment[patients[p]] = SPLITS[int(np.searchsorted(cuts, rank, side="right"))]
-    return {name: [i for i, x in enumerate(lesions) if assignment[x.patient_id] == name] for name in SPLITS}

@@ -74,6 +74,9 @@ class RunInfo:
     alpha: float | None
     num_classes: int
     checkpoint: str | None
+    checkpoint_selection: str | None = None  # last (model after the last epoch), best (val QWK) or given
+    checkpoint_epochs: int | None = None  # epochs the evaluated model had trained
+    seed: int | None = None  # the training seed (seed_everything)
 
 
 def manifest_path(path: Path, root: Path | None) -> str:
@@ -186,6 +189,9 @@ def write_test_reports(
         "n_lesions": len(rows),
         "n_patients": len(set(patients)),
         "checkpoint": info.checkpoint,
+        "checkpoint_selection": info.checkpoint_selection,
+        "checkpoint_epochs": info.checkpoint_epochs,
+        "seed": info.seed,
         "metrics": test_metrics(predictions, patients, n, resamples, level, seed),
         "confusion_matrix": confusion_matrix(predictions["pred"], predictions["target"], n).tolist(),
         "bootstrap": {"resamples": resamples, "unit": "patient", "level": level, "seed": seed},
