@@ -279,3 +279,18 @@ def test_morphology_follows_the_lexicon_and_neighbours_overlap(lesions):
     # Neighbouring categories overlap: a share of 4A lesions has the latent value of a 3 or a 4B.
     band = np.array([int(lesion.suspicion * 6 - 1e-9) for lesion in all_lesions if lesion.class_index == 2])
     assert 0.05 < np.mean(band != 2) < 0.4
+
+
+def test_paper_coverage_gives_every_lesion_its_true_pathology(dataset, tmp_path, capsys):
+    """``--pathology paper``: same images and labels as ``clinical``, a pathology on every row from the truth."""
+    paper = tmp_path / "paper"
+    argv = ["synth", "--out", str(paper), "--patients", "3", "--seed", "7", "--workers", "1", "--pathology", "paper"]
+    assert main([*argv, "--image_size", "320", "256", "--pixel_spacing", "0.25"]) == 0
+    clinical_rows, paper_rows = rows_of(dataset / "manifest.csv"), rows_of(paper / "manifest.csv")
+    truth = {row["lesion_id"]: row["malignant_truth"] for row in rows_of(paper / "lesions.csv")}
+    assert [{**r, "pathology": ""} for r in paper_rows] == [{**r, "pathology": ""} for r in clinical_rows]
+    assert all(row["pathology"] == ("malignant" if truth[row["lesion_id"]] == "1" else "benign") for row in paper_rows)
+    assert any(row["pathology"] == "" for row in clinical_rows)  # the clinical default leaves unbiopsied ones empty
+    known = [(c["pathology"], p["pathology"]) for c, p in zip(clinical_rows, paper_rows, strict=True) if c["pathology"]]
+    assert all(c == p for c, p in known)  # where clinical reports one, it is the same
+    assert (paper / "images").is_dir() and files_of(paper / "images") == files_of(dataset / "images")

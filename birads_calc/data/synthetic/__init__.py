@@ -16,7 +16,9 @@ Grounding (sources):
   per patient). Zhang et al., "BI-RADS Classification of Calcification on Mammograms".
 * Likelihood of malignancy per category: ACR BI-RADS Atlas, 5th edition (2013): 2 essentially 0%, 3 <= 2%,
   4A 2-10%, 4B 10-50%, 4C 50-95%, 5 >= 95%. Categories 2 and 3 are followed up, not biopsied, so their
-  pathology is mostly unknown (empty); 4A and above are biopsied.
+  pathology is mostly unknown (empty); 4A and above are biopsied (``--pathology clinical``, the default). The
+  paper's data has a biopsy result for essentially every calcification (2,731 malignant + 5,426 benign of 7,175
+  regions); ``--pathology paper`` reports one for every lesion, drawn from the same latent malignancy.
 * Morphology and distribution: ACR BI-RADS Atlas 5th ed. lexicon (typically benign: coarse/popcorn, rim,
   vascular, large rod-like, round, punctate < 0.5 mm; suspicious: amorphous, coarse heterogeneous, fine
   pleomorphic, fine linear / fine-linear branching; distributions diffuse, regional > 2 cm, grouped within about
@@ -42,6 +44,7 @@ Everything is in physical units (mm), so the same dataset can be drawn at the pa
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from jsonargparse import ArgumentParser, Namespace
 
@@ -82,6 +85,13 @@ def configure_parser(parser: ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="Worker processes (the output does not depend on it).")
     parser.add_argument("--num_classes", type=int, default=6, help="6 (2,3,4A,4B,4C,5) or 4 (2,3,4,5) labels.")
     parser.add_argument("--overwrite", type=bool, default=False, help="Replace an existing dataset in --out.")
+    parser.add_argument(
+        "--pathology",
+        type=Literal["paper", "clinical"],
+        default="clinical",
+        help="Which calcifications get a pathology: clinical = biopsied ones only (all 4A-5, 3%% of 2, 10%% of 3); "
+        "paper = every one, as in the paper's data (docs/synthetic.md).",
+    )
 
 
 def main(cfg: Namespace) -> int:
@@ -98,6 +108,7 @@ def main(cfg: Namespace) -> int:
         spacing=cfg.pixel_spacing,
         workers=cfg.workers,
         num_classes=cfg.num_classes,
+        pathology=cfg.pathology,
     )
     print(
         f"wrote {summary.images} images and {summary.lesions} calcifications of {cfg.patients} patients "

@@ -37,6 +37,8 @@ MALIGNANCY_RANGES: tuple[tuple[float, float], ...] = (
     (0.50, 0.95),
     (0.95, 0.995),
 )
+# Which lesions get a pathology in the manifest: clinical (biopsied ones only) or paper (all; §3.1).
+PATHOLOGY_COVERAGES: tuple[str, ...] = ("paper", "clinical")
 # 2 and 3 are followed up, not biopsied; a few are (patient request, a biopsy of a nearby lesion).
 BIOPSY_RATES: tuple[float, ...] = (0.03, 0.10, 1.0, 1.0, 1.0, 1.0)
 
@@ -89,7 +91,15 @@ class LesionSpec:
     @property
     def pathology(self) -> str:
         """The manifest's pathology cell: ``malignant`` / ``benign`` / empty when not biopsied."""
-        if not self.biopsied:
+        return self.reported_pathology("clinical")
+
+    def reported_pathology(self, coverage: str = "clinical") -> str:
+        """The pathology cell under a coverage: ``clinical`` reports it only where the lesion was biopsied (as
+        clinical practice does); ``paper`` reports it for every lesion (the paper's data: a biopsy result for
+        essentially every calcification, §3.1)."""
+        if coverage not in PATHOLOGY_COVERAGES:
+            raise ValueError(f"pathology coverage must be one of {PATHOLOGY_COVERAGES}, got {coverage!r}")
+        if coverage == "clinical" and not self.biopsied:
             return ""
         return "malignant" if self.malignant else "benign"
 

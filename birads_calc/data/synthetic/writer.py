@@ -29,7 +29,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from birads_calc.categories import SIX_CLASS, scale
 from birads_calc.data.manifest import MANIFEST_COLUMNS
 from birads_calc.data.masks import write_mask
-from birads_calc.data.synthetic.lesions import ImageSpec, sample_dataset
+from birads_calc.data.synthetic.lesions import PATHOLOGY_COVERAGES, ImageSpec, sample_dataset
 from birads_calc.data.synthetic.phantom import render_image
 from birads_calc.io import atomic_path, write_csv
 
@@ -69,6 +69,7 @@ class _Task:
     out: Path
     num_classes: int
     dataset_seed: int
+    pathology: str = "clinical"
 
 
 def generate(
@@ -79,19 +80,26 @@ def generate(
     spacing: float = 0.2,
     workers: int = 2,
     num_classes: int = 6,
+    pathology: str = "clinical",
 ) -> Summary:
     """Generate a dataset under ``out`` and return what was written.
+
+    ``pathology``: ``clinical`` reports a pathology only for biopsied lesions (all 4A-5, 3% of 2, 10% of 3);
+    ``paper`` for every lesion, drawn from the same latent malignancy. Same seed, same images and labels: the two
+    differ only in the manifest's ``pathology`` column (and ``lesions.csv``'s ``biopsied``).
 
     Lesions that do not fit in the breast (only at very small image sizes) are not drawn, are left out of the
     manifest, and are counted in ``Summary.not_drawn`` and in ``lesions.csv`` (``drawn`` = 0).
     """
     start = time.perf_counter()
     scale(num_classes)  # a clear error for anything but 6 or 4, before any work
+    if pathology not in PATHOLOGY_COVERAGES:
+        raise ValueError(f"pathology must be one of {PATHOLOGY_COVERAGES}, got {pathology!r}")
     out = Path(out)
     metadata_seed, render_seed = np.random.SeedSequence(seed).spawn(2)
     specs = sample_dataset(patients, np.random.default_rng(metadata_seed))
     tasks = [
-        _Task(spec, child, tuple(shape), float(spacing), out, num_classes, seed)
+        _Task(spec, child, tuple(shape), float(spacing), out, num_classes, seed, pathology)
         for spec, child in zip(specs, render_seed.spawn(len(specs)), strict=True)
     ]
     for stale in (out / "manifest.csv", out / "lesions.csv"):
@@ -149,7 +157,7 @@ def _render_and_write(task: _Task) -> tuple[list[dict], list[dict]]:
                 "morphology": lesion.morphology,
                 "distribution": lesion.distribution,
                 "malignant_truth": int(lesion.malignant),
-                "biopsied": int(lesion.biopsied),
+                "biopsied": int(lesion.biopsied or task.pathology == "paper"),
                 "drawn": int(mask is not None),
             }
         )
@@ -163,7 +171,7 @@ def _render_and_write(task: _Task) -> tuple[list[dict], list[dict]]:
                 "image": image_path.as_posix(),
                 "mask": mask_path.as_posix(),
                 "birads": label,
-                "pathology": lesion.pathology,
+                "pathology": lesion.reported_pathology(task.pathology),
                 "lesion_id": lesion_id,
                 "laterality": spec.laterality,
                 "view": spec.view,
