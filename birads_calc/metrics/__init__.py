@@ -5,7 +5,7 @@ Classes (torchmetrics, DDP-synced confusion-matrix states) live here; the functi
 """
 
 from birads_calc.metrics.auroc import MalignancyAUROC
-from birads_calc.metrics.bootstrap import BootstrapCI, bootstrap_ci
+from birads_calc.metrics.bootstrap import BootstrapCI, bootstrap_ci, metric_on_resamples
 from birads_calc.metrics.functional import UndefinedMetricWarning
 from birads_calc.metrics.kappa import MalignancyAdjustedQWK, QuadraticWeightedKappa
 
@@ -16,4 +16,5 @@ __all__ = [
     "QuadraticWeightedKappa",
     "UndefinedMetricWarning",
     "bootstrap_ci",
+    "metric_on_resamples",
 ]

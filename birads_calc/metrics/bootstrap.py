@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,8 +142,41 @@ def bootstrap_ci(
         )
     else:
         n = _sample_count(metric_fn, inputs)
-        values = _replay(metric_fn, inputs, kwargs, codes, num_groups, resamples, generator)
+        values = _replay(metric_fn, inputs, kwargs, codes, _draws(num_groups, resamples, generator))
     return _interval(value, values, n, num_groups, level)
+
+
+def metric_on_resamples(
+    metric_fn: Callable[..., Tensor | float],
+    *inputs: Tensor | Sequence,
+    groups: Sequence[Hashable],
+    units: Sequence[Hashable],
+    counts: Tensor | np.ndarray,
+    **kwargs,
+) -> Tensor:
+    """The metric on given resamples: ``counts[r, u]`` = how often unit ``units[u]`` (a patient) is drawn in
+    resample ``r``; each drawn unit brings all its samples. ``nan`` where the metric is undefined.
+
+    For comparisons that must resample several runs alike (the same patients for every method and seed,
+    ``birads-calc compare``): the caller draws ``counts`` once and evaluates every run on them.
+
+    Example:
+        >>> preds, target = torch.tensor([0, 1, 1, 1]), torch.tensor([0, 1, 1, 0])
+        >>> counts = torch.tensor([[1, 1], [2, 0]])  # all patients; patient "a" twice
+        >>> metric_on_resamples(quadratic_weighted_kappa, preds, target, groups=["a", "a", "b", "b"],
+        ...                     units=["a", "b"], counts=counts, num_classes=2).tolist()
+        [0.5, 1.0]
+    """
+    inputs = tuple(torch.as_tensor(x) for x in inputs)
+    index = {unit: k for k, unit in enumerate(units)}
+    codes = torch.tensor([index[g] for g in groups], dtype=torch.long)
+    counts = torch.as_tensor(counts, dtype=torch.float64).reshape(-1, len(index))
+    fast = _confusion_path(metric_fn, inputs, kwargs, codes, len(index))
+    if fast is not None:
+        per_group, compute = fast
+        stats = per_group.reshape(len(index), -1).to(torch.float64)
+        return compute((counts @ stats).reshape(-1, *per_group.shape[1:])).to(torch.float64)
+    return _replay(metric_fn, inputs, kwargs, codes, [counts])
 
 
 def _group_codes(groups: Sequence[Hashable] | Tensor) -> tuple[Tensor, int]:
@@ -192,13 +225,7 @@ def _sample_count(metric_fn: Callable, inputs: tuple[Tensor, ...]) -> int:
 
 
 def _replay(
-    metric_fn: Callable,
-    inputs: tuple[Tensor, ...],
-    kwargs: dict,
-    codes: Tensor,
-    num_groups: int,
-    resamples: int,
-    generator: torch.Generator,
+    metric_fn: Callable, inputs: tuple[Tensor, ...], kwargs: dict, codes: Tensor, draws: Iterable[Tensor]
 ) -> Tensor:
     """Evaluate the metric on each resample: every sample repeated as often as its patient was drawn."""
     flat = [x.reshape(-1) for x in inputs]
@@ -207,7 +234,7 @@ def _replay(
     with warnings.catch_warnings():
         # undefined resamples are counted in BootstrapCI.undefined instead of warned about one by one
         warnings.simplefilter("ignore", UndefinedMetricWarning)
-        for counts in _draws(num_groups, resamples, generator):
+        for counts in draws:
             for row in counts.long().numpy():
                 # numpy's repeat: torch.repeat_interleave costs milliseconds per call on CPU
                 index = torch.from_numpy(np.repeat(samples, row[codes]))
