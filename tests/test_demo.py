@@ -16,7 +16,7 @@ from birads_calc.cli.trainer import cpu_fallback
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 OVERLAY = CONFIGS / "demo.yaml"
-PAPER_CONFIGS = sorted(p for p in [*CONFIGS.glob("*.yaml"), *CONFIGS.glob("alpha/*.yaml")] if p != OVERLAY)
+PAPER_CONFIGS = sorted(p for p in [*CONFIGS.glob("*.yaml"), *CONFIGS.glob("alpha/alpha_*.yaml")] if p != OVERLAY)
 # What the overlay may change: scale, hardware, logging, and the from-scratch optimizer (docs/reproduction.md).
 SIZE_KEYS = {
     "trainer.accelerator",
@@ -111,18 +111,24 @@ def test_reproduce_pipeline_runs_table_and_sweep_and_resumes(tmp_path, monkeypat
 
     methods = ("mc", "proposed", "alpha/alpha_0.5")
     kwargs = dict(data=manifest.parent, runs=tmp_path / "runs", figures=tmp_path / "figures", methods=methods)
-    summary = reproduce.reproduce(jobs=1, extra=TINY_OVERRIDES, runner=in_process, **kwargs)
+    summary = reproduce.reproduce(seeds=(0, 1), jobs=1, extra=TINY_OVERRIDES, runner=in_process, **kwargs)
 
     runs = tmp_path / "runs"
-    assert set(summary["run_seconds"]) == {"mc", "proposed", "alpha_0.5"}
+    assert set(summary["run_seconds"]) == {f"{m}/seed_{s}" for m in ("mc", "proposed", "alpha_0.5") for s in (0, 1)}
     for name, loss, attention in (("mc", "ce", False), ("proposed", "mamse", True), ("alpha_0.5", "mamse", True)):
-        config = yaml.safe_load((runs / name / "config.yaml").read_text())
-        assert (config["model"]["loss"], config["data"]["attention"]) == (loss, attention)  # the row survives
-        assert config["trainer"]["accelerator"] == "cpu"  # ... under the overlay
-        assert json.loads((runs / name / "metrics.json").read_text())["metrics"]["qwk"]["value"] is not None
-        assert "val_qwk" in (runs / name / "metrics.csv").read_text()  # the training curve outlives `test`
+        for seed in (0, 1):
+            run = runs / name / f"seed_{seed}"
+            config = yaml.safe_load((run / "config.yaml").read_text())
+            assert (config["model"]["loss"], config["data"]["attention"]) == (loss, attention)  # the row survives
+            assert config["trainer"]["accelerator"] == "cpu" and config["seed_everything"] == seed  # overlay, seed
+            report = json.loads((run / "metrics.json").read_text())
+            assert report["metrics"]["qwk"]["value"] is not None and report["seed"] == seed
+            assert report["checkpoint_selection"] == "given" and report["checkpoint"].endswith("last.ckpt")
+            assert "val_qwk" in (run / "metrics.csv").read_text()  # the training curve outlives `test`
     table = (runs / "compare" / "table3" / "table.md").read_text()
-    assert "| MC |" in table and "MAMSE + attention ROI" in table and "alpha=0.5" not in table
+    assert "| MC | 2 (0, 1) |" in table and "MAMSE + attention ROI" in table and "alpha=0.5" not in table
+    paired = json.loads((runs / "compare" / "table3" / "compare.json").read_text())["paired"]
+    assert {(p["a"], p["b"], p["seeds"] == [0, 1]) for p in paired} == {("MAMSE + attention ROI", "MC", True)}
     sweep = (runs / "compare" / "fig3" / "table.md").read_text()
     assert "alpha=0.2" in sweep and "alpha=0.5" in sweep and "| MC |" not in sweep
     assert (tmp_path / "figures" / "reproduce_table3.png").stat().st_size > 0
@@ -130,6 +136,7 @@ def test_reproduce_pipeline_runs_table_and_sweep_and_resumes(tmp_path, monkeypat
     assert json.loads((runs / "summary.json").read_text())["run_seconds"] == summary["run_seconds"]
 
     calls = []
-    again = reproduce.reproduce(jobs=1, extra=TINY_OVERRIDES, runner=lambda a, e: calls.append(a[0]), **kwargs)
+    again = reproduce.reproduce(seeds=(0, 1), jobs=1, extra=TINY_OVERRIDES, runner=lambda a, e: calls.append(a[0]),
+                                **kwargs)  # fmt: skip
     assert calls == ["compare", "compare"]  # finished runs are kept, not trained again
     assert set(again["run_seconds"].values()) == {0}

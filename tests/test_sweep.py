@@ -1,0 +1,46 @@
+"""configs/alpha/sweep.yaml: a W&B grid over alpha x seed whose agent command the birads-calc CLI accepts."""
+
+import itertools
+from pathlib import Path
+
+import pytest
+import yaml
+
+from birads_calc.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP = ROOT / "configs" / "alpha" / "sweep.yaml"
+
+
+def test_sweep_grid_covers_fig3_alphas_and_three_seeds():
+    cfg = yaml.safe_load(SWEEP.read_text())
+    assert cfg["method"] == "grid" and cfg["metric"] == {"name": "val_qwk", "goal": "maximize"}
+    alphas = sorted(float(p.stem.split("_")[1]) for p in (ROOT / "configs" / "alpha").glob("alpha_*.yaml"))
+    assert cfg["parameters"]["model.alpha"]["values"] == alphas
+    assert len(cfg["parameters"]["seed_everything"]["values"]) >= 3
+    assert cfg["command"][-1] == "${args}" and "configs/proposed.yaml" in cfg["command"]
+
+
+def test_wandb_accepts_the_sweep_config():
+    sweeps = pytest.importorskip("sweeps", reason="W&B's sweep validator (pip install 'wandb[sweeps]')")
+    from wandb.sdk.launch.sweeps.utils import load_sweep_config
+
+    cfg = load_sweep_config(str(SWEEP))
+    assert sweeps.schema_violations_from_proposed_config(cfg) == []
+
+
+def test_agent_command_parses_with_the_cli(capsys):
+    """The agent replaces ${args} with ``--name=value`` per parameter; the CLI must take them as written."""
+    cfg = yaml.safe_load(SWEEP.read_text())
+    values = {name: spec["values"] for name, spec in cfg["parameters"].items()}
+    point = dict(zip(values, next(itertools.islice(itertools.product(*values.values()), 10, None)), strict=True))
+    command = [word for word in cfg["command"] if word not in ("${env}", "${args}")]
+    assert command[0] == "birads-calc"
+    args = [arg.replace("configs/", f"{ROOT}/configs/") for arg in command[1:]]
+    args += [f"--{name}={value}" for name, value in point.items()]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["alpha"] == point["model.alpha"]
+    assert printed["seed_everything"] == point["seed_everything"]
