@@ -30,7 +30,7 @@ class Pacs:
         "MG"}``), in the PACS's order; empty is an error (nothing to rate)."""
         found = self._ask(
             f"search for studies {dict(query)}",
-            lambda: self.client.search_for_studies(search_filters=dict(query), get_remaining=True),
+            lambda: self.client.search_for_studies(search_filters=dict(query)),
         )
         uids = [_value(x, STUDY_UID) for x in found]
         if not uids:
@@ -52,14 +52,22 @@ class Pacs:
         return build_study(key, uid, instances, f"the PACS {self.url}")
 
     def store(self, key: str, datasets: Sequence[Dataset]) -> None:
-        """Store the results of a study (STOW-RS); a partial store is a failure too."""
+        """Store the results of a study (STOW-RS); a partial store is a failure too.
+
+        The response must list every object sent as stored: a server that drops an object may answer success
+        with neither a failed nor a referenced entry for it (Orthanc does when a filter script raises).
+        """
         response = self._ask(f"store the results of {key}", lambda: self.client.store_instances(list(datasets)))
-        failed = response.get("FailedSOPSequence") if response is not None else None
-        if failed:
-            reasons = sorted({str(item.get("FailureReason", "?")) for item in failed})
+        response = response if response is not None else Dataset()
+        stored = {str(x.get("ReferencedSOPInstanceUID")) for x in response.get("ReferencedSOPSequence", [])}
+        missing = [ds for ds in datasets if str(ds.SOPInstanceUID) not in stored]
+        if missing:
+            reasons = sorted({f"{int(x.get('FailureReason', 0)):#06x}" for x in response.get("FailedSOPSequence", [])})
+            why = f"failure reason {', '.join(reasons)}" if reasons else "not listed as stored in its answer"
+            kinds = ", ".join(sorted({str(ds.Modality) for ds in missing}))
             raise ClinicalError(
-                f"the PACS {self.url} rejected {len(failed)} of the {len(datasets)} result objects of {key} "
-                f"(failure reason {', '.join(reasons)})",
+                f"the PACS {self.url} rejected {len(missing)} of the {len(datasets)} result objects ({kinds}) of "
+                f"{key} ({why})",
                 exit_code=1,
             )
 

@@ -1,0 +1,81 @@
+"""A real PACS for the tests: Orthanc with its DICOMweb plugin as a plain process (Debian ``orthanc`` and
+``orthanc-dicomweb``; CI installs them in ``.ci/run``).
+
+``running_orthanc(folder)`` starts ``Orthanc config.json`` on a free loopback port with its storage in ``folder``
+and yields the DICOMweb root URL; it stops the server afterwards. Where Orthanc or the plugin is not installed the
+test is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+START_TIMEOUT_S = 60
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_orthanc(folder: Path, lua: str | None = None) -> Iterator[str]:
+    """Orthanc serving DICOMweb at the yielded URL; ``lua``: a Lua script (e.g. a ``ReceivedInstanceFilter``)."""
+    binary = shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin")
+    if binary is None or not PLUGIN.is_file():
+        pytest.skip("Orthanc with its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)")
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = {
+        "Name": "birads-calc-test",
+        "HttpPort": port,
+        "StorageDirectory": str(folder / "storage"),
+        "IndexDirectory": str(folder / "storage"),
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomServerEnabled": False,
+        "Plugins": [str(PLUGIN)],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+    }
+    if lua is not None:
+        (folder / "filter.lua").write_text(lua)
+        config["LuaScripts"] = [str(folder / "filter.lua")]
+    (folder / "config.json").write_text(json.dumps(config))
+    log = (folder / "orthanc.log").open("w")
+    process = subprocess.Popen([binary, "config.json"], cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_until_up(f"http://127.0.0.1:{port}/system", process, folder / "orthanc.log")
+        yield f"http://127.0.0.1:{port}/dicom-web"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"Orthanc exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"Orthanc did not answer on {url} within {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
