@@ -83,3 +83,14 @@ def test_pixel_spacing_is_required(spacing):
     pixels, _, _, _ = phantom()
     with pytest.raises(ValueError, match="pixel_spacing"):
         detect_image(pixels, spacing)
+
+
+def test_a_faint_vessel_strand_is_not_a_speck_but_a_bright_coarse_calcification_is_a_region():
+    pixels, _, _, _ = phantom(clusters=())
+    rows, cols = np.mgrid[: pixels.shape[0], : pixels.shape[1]]
+    vessel = (np.abs(rows - 120) <= 1.5) & (cols >= 60) & (cols < 110)  # 10 mm long, 0.6 mm wide, faint
+    coarse = (rows - 250) ** 2 + (cols - 100) ** 2 <= 4**2  # one 1.6 mm calcification, bright
+    pixels = np.clip(pixels + 0.04 * vessel + 0.3 * coarse, 0, 1).astype(np.float32)
+    result = detect_image(pixels, (SPACING, SPACING))
+    assert not result.specks.mask(pixels.shape)[vessel].any()
+    assert [r.n_specks for r in result.regions] == [1] and result.regions[0].mask[250, 100]

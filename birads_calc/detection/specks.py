@@ -34,6 +34,7 @@ LOW_Z = 2.5
 HIGH_Z = 4.0
 MAX_AREA_MM2 = 40.0  # coarse, popcorn and rim calcifications reach about 7 mm; larger bright blobs are tissue
 ROBUST_SIGMA = 1.4826
+STRAND_MM, STRAND_ELONGATION, STRAND_WIDTH_MM, STRAND_KEEP_Z = 2.0, 3.0, 0.35, 8.0
 
 
 @dataclass(frozen=True)
@@ -110,13 +111,35 @@ def find_specks(
         [np.bincount(ids, rows, count + 1)[1:] / pixels_per, np.bincount(ids, cols, count + 1)[1:] / pixels_per]
     )
     centroids = (centroids + 0.5) * factor - 0.5  # working pixel centres -> full-resolution coordinates
-    small = areas <= MAX_AREA_MM2
+    small = (areas <= MAX_AREA_MM2) & ~_vessel_like(rows, cols, ids, count, pixels_per, peaks, work_mm)
     if not small.all():  # relabel so that speck k is label k+1 again
         remap = np.zeros(count + 1, np.int32)
         remap[index[small]] = np.arange(1, int(small.sum()) + 1)
         labels = remap[labels]
         areas, peaks, centroids = areas[small], peaks[small], centroids[small]
     return Specks(labels.astype(np.int32), factor, centroids, areas, peaks, searched_mm2)
+
+
+def _vessel_like(rows, cols, ids, count, pixels_per, peaks, work_mm) -> np.ndarray:
+    """Specks that are long, wide bright strands of modest contrast: vessels and fibrous tissue, not calcium.
+
+    From each speck's second moments: longer than ``STRAND_MM``, at least ``STRAND_ELONGATION`` times longer
+    than wide, wider than a fine linear cast (``STRAND_WIDTH_MM``) and below ``STRAND_KEEP_Z``.
+    """
+    n = np.maximum(pixels_per, 1)
+    mr, mc = np.bincount(ids, rows, count + 1)[1:] / n, np.bincount(ids, cols, count + 1)[1:] / n
+    rr = np.bincount(ids, rows.astype(float) ** 2, count + 1)[1:] / n - mr**2
+    cc = np.bincount(ids, cols.astype(float) ** 2, count + 1)[1:] / n - mc**2
+    rc = np.bincount(ids, rows.astype(float) * cols, count + 1)[1:] / n - mr * mc
+    half_trace, root = (rr + cc) / 2, np.sqrt(((rr - cc) / 2) ** 2 + rc**2)
+    major, minor = half_trace + root, np.maximum(half_trace - root, 1 / 12)  # variance along / across
+    length_mm, width_mm = np.sqrt(12 * major) * work_mm, np.sqrt(12 * minor) * work_mm  # uniform-bar extents
+    return (
+        (length_mm >= STRAND_MM)
+        & (length_mm >= STRAND_ELONGATION * width_mm)
+        & (width_mm >= STRAND_WIDTH_MM)
+        & (peaks < STRAND_KEEP_Z)
+    )
 
 
 def significance(image: np.ndarray, inside: np.ndarray, tissue: np.ndarray, work_mm: float) -> np.ndarray:
