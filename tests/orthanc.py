@@ -3,7 +3,8 @@
 
 ``running_orthanc(folder)`` starts ``Orthanc config.json`` on a free loopback port with its storage in ``folder``
 and yields the DICOMweb root URL; it stops the server afterwards. Where Orthanc or the plugin is not installed the
-test is skipped with the reason.
+test is skipped with the reason. ``start_orthanc`` is the same without pytest (raises :class:`OrthancMissing`;
+``bench/bench_clinical.py`` uses it).
 """
 
 from __future__ import annotations
@@ -30,12 +31,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class OrthancMissing(RuntimeError):
+    """Orthanc or its DICOMweb plugin is not installed."""
+
+
 @contextmanager
 def running_orthanc(folder: Path, lua: str | None = None) -> Iterator[str]:
+    """Orthanc serving DICOMweb at the yielded URL, or the test skipped with the reason."""
+    try:
+        with start_orthanc(folder, lua) as url:
+            yield url
+    except OrthancMissing as missing:
+        pytest.skip(str(missing))
+    except OrthancFailed as failed:
+        pytest.fail(str(failed))
+
+
+class OrthancFailed(RuntimeError):
+    """Orthanc exited or did not answer; the message holds the end of its log."""
+
+
+@contextmanager
+def start_orthanc(folder: Path, lua: str | None = None) -> Iterator[str]:
     """Orthanc serving DICOMweb at the yielded URL; ``lua``: a Lua script (e.g. a ``ReceivedInstanceFilter``)."""
     binary = shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin")
     if binary is None or not PLUGIN.is_file():
-        pytest.skip("Orthanc with its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)")
+        raise OrthancMissing(
+            "Orthanc with its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = {
@@ -72,10 +95,10 @@ def _wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"Orthanc exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            raise OrthancFailed(f"Orthanc exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
         except OSError:
             time.sleep(0.2)
-    pytest.fail(f"Orthanc did not answer on {url} within {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+    raise OrthancFailed(f"Orthanc did not answer on {url} within {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
