@@ -14,13 +14,14 @@ Figures (all measured in this run):
   with ``--pixel_spacing`` as they carry none): regions per image, regions outside the breast (a region whose
   centroid lies on film: gray below 0.1, or outside the segmented breast), seconds per full-field mammogram
   (median, detection alone) with the DICOM decode alone as the baseline;
-* end to end: a small model (``configs/proposed.yaml`` + ``configs/demo.yaml``: timm ``test_resnet``,
-  10 epochs, CPU) fitted on the synthetic train split with the true masks, then ``predict`` on the test split
-  with the true masks and ``predict --detect`` on the same images: QWK of each (detected regions take the
-  label of the outlined calcification they hit), and the share of true calcifications rated at all.
+* end to end: small models (``configs/proposed.yaml`` + ``configs/demo.yaml``: timm ``test_resnet``, 10 epochs,
+  CPU) fitted on the synthetic train split, one on the true masks and one on the detected outlines (labels
+  carried over by ``detect``), each then running ``predict`` on the test split with the true masks and
+  ``predict --detect`` on the same images: QWK of each (a detected region takes the label of the outlined
+  calcification it hits) and how many true calcifications were rated at all.
 
 Every figure is at the detector's default operating point (``regions.MIN_SCORE``) unless it is a FROC point.
-Usage: ``flock /tmp/heavy.lock python bench/run.py --only detection`` (about 6 minutes on 2 cores).
+Usage: ``flock /tmp/heavy.lock python bench/run.py --only detection`` (about 10 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -227,49 +228,75 @@ def cbis_figures(files: list[Path], quick: bool) -> dict[str, dict]:
 
 
 def end_to_end(manifest: Path, root: Path) -> dict[str, dict]:
-    """QWK of predict with the true masks vs predict --detect on the synthetic test split, same small model."""
+    """QWK of predict with the true masks vs predict --detect on the synthetic test split.
+
+    Two small models: one fitted on the true outlines, one on the detected outlines of the same training images
+    (``detect`` carries the labels over to the regions that hit an outlined calcification: ``labelled.csv``).
+    Both use the same patient split, written into the manifests so that no test patient is trained on.
+    """
     from birads_calc.cli import main as cli
+    from birads_calc.detection.tool import run_detection
+
+    configs = ["--config", str(REPO / "configs/proposed.yaml"), "--config", str(REPO / "configs/demo.yaml")]
+    split_manifest = write_split_manifest(manifest, root / "all.csv")
+    test_manifest = write_test_manifest(manifest, root / "test.csv")
+    n_true = len(read_manifest(test_manifest, check_files=False))
+    figures = {}
+    detected = run_detection(root / "detected_train", split_manifest)
+    for trained_on, fit_manifest in (("true", split_manifest), ("detected", detected.labelled)):
+        common = [*configs, "--runs_root", str(root / f"runs_{trained_on}"), "--trainer.logger", "false"]
+        cli(["fit", *common, "--data.manifest", str(fit_manifest)])
+        for rated, extra in (("true_masks", []), ("detected", ["--detect"])):
+            folder = root / f"{trained_on}_{rated}"
+            cli(["predict", *common, "--overlays", "false", "--data.manifest", str(test_manifest),
+                 "--predict_dir", str(folder), *extra])  # fmt: skip
+            qwk, rows = predictions_qwk(folder / "predictions.csv")
+            unit = f"QWK on {rows} rated regions with a true label (test split: {n_true} true ones)"
+            figures[f"detection.e2e.trained_{trained_on}.qwk_{rated}"] = figure(qwk, None, unit, None)
+    return figures
+
+
+def predictions_qwk(path: Path) -> tuple[float, int]:
+    """QWK of a predictions.csv over its rows with a true label, and how many rows that is."""
+    from birads_calc.categories import SIX_CLASS
     from birads_calc.metrics.functional import quadratic_weighted_kappa
 
-    runs = root / "runs"
-    configs = ["--config", str(REPO / "configs/proposed.yaml"), "--config", str(REPO / "configs/demo.yaml")]
-    common = [*configs, "--runs_root", str(runs), "--trainer.logger", "false", "--overlays", "false"]
-    cli(["fit", *common, "--data.manifest", str(manifest)])
-    test_manifest = write_test_manifest(manifest, root / "test.csv")
-    cli(["predict", *common, "--data.manifest", str(test_manifest), "--predict_dir", str(root / "true")])
-    cli(["predict", *common, "--data.manifest", str(test_manifest), "--predict_dir", str(root / "det"), "--detect"])
-    figures = {}
-    n_true = len(read_manifest(test_manifest, check_files=False))
-    for name, folder in (("true_masks", root / "true"), ("detected", root / "det")):
-        with (folder / "predictions.csv").open(newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r["birads_true"]]
-        rated = len({(r["image"], r["birads_true"], r["lesion_id"]) for r in rows})
-        names = sorted({r["birads_true"] for r in rows} | {r["birads_pred"] for r in rows})
-        scale = ["2", "3", "4A", "4B", "4C", "5"]
-        preds = np.array([scale.index(r["birads_pred"]) for r in rows])
-        target = np.array([scale.index(r["birads_true"]) for r in rows])
-        qwk = float(quadratic_weighted_kappa(preds, target, 6))
-        figures[f"detection.e2e.qwk_{name}"] = figure(
-            qwk, None, f"QWK on {len(rows)} rated regions with a true label ({', '.join(names)})", None
-        )
-        if name == "detected":
-            figures["detection.e2e.rated_share"] = figure(
-                rated / n_true, None, f"regions rated with a true label, of {n_true} true calcifications", None
-            )
-    return figures
+    with path.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["birads_true"]]
+    preds = np.array([SIX_CLASS.index(r["birads_pred"]) for r in rows])
+    target = np.array([SIX_CLASS.index(r["birads_true"]) for r in rows])
+    return float(quadratic_weighted_kappa(preds, target, 6)), len(rows)
+
+
+def write_split_manifest(manifest: Path, out: Path) -> Path:
+    """The whole manifest with its default patient split written out (absolute paths)."""
+    lesions = read_manifest(manifest, check_files=False)
+    split = {}
+    for name, indices in split_by_patient(lesions).items():
+        split.update({i: name for i in indices})
+    rows = [_row(x) | {"split": split[i]} for i, x in enumerate(lesions)]
+    return write_csv(out, rows, MANIFEST_COLUMNS)
 
 
 def write_test_manifest(manifest: Path, out: Path) -> Path:
     """The test split's rows with absolute paths (predict and detect read it from another folder)."""
-    rows = []
-    for lesions in test_split(manifest).values():
-        for x in lesions:
-            rows.append(
-                {"patient_id": x.patient_id, "image": str(x.image), "mask": str(x.mask), "lesion_id": x.lesion_id,
-                 "laterality": x.laterality, "view": x.view, "birads": ["2", "3", "4A", "4B", "4C", "5"][x.label],
-                 "pathology": {1.0: "malignant", 0.0: "benign"}.get(x.malignancy, "")}
-            )  # fmt: skip
+    rows = [_row(x) for lesions in test_split(manifest).values() for x in lesions]
     return write_csv(out, rows, MANIFEST_COLUMNS)
+
+
+def _row(x) -> dict:
+    from birads_calc.categories import SIX_CLASS
+
+    return {
+        "patient_id": x.patient_id,
+        "image": str(x.image),
+        "mask": str(x.mask),
+        "lesion_id": x.lesion_id,
+        "laterality": x.laterality,
+        "view": x.view,
+        "birads": SIX_CLASS[x.label],
+        "pathology": {1.0: "malignant", 0.0: "benign"}.get(x.malignancy, ""),
+    }
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ def test_detect_writes_masks_detections_report_and_a_manifest_check_data_accepts
     assert report[2]["reason"].startswith("no calcification found")
 
     lesions = read_manifest(out / "manifest.csv", require_labels=False)
+    assert not (out / "labelled.csv").exists()  # nothing was outlined in the input
     assert len(lesions) == 4 and {x.patient_id for x in lesions} == {"P0", "P1"} and {x.view for x in lesions} == {"CC"}
     capsys.readouterr()
     assert main(["check-data", str(out / "manifest.csv"), "--labels", "optional"]) == 0
@@ -82,7 +83,8 @@ def test_labels_of_outlined_calcifications_carry_over_so_test_can_use_the_manife
     manifest = studies(tmp_path / "in", labelled=True)
     out = tmp_path / "out"
     assert main(["detect", str(manifest), "--out", str(out)]) == 0
-    lesions = read_manifest(out / "manifest.csv")  # labels required, as for fit/test
+    assert read_csv(out / "labelled.csv")[1] == read_csv(out / "manifest.csv")[1]  # every region hit a cluster
+    lesions = read_manifest(out / "labelled.csv")  # labels required, as for fit/test
     upper = sorted((bool(read_mask(x.mask).nonzero()[0].mean() < 200), x.label) for x in lesions)
     assert upper == [(False, 3), (False, 3), (True, 0), (True, 0)]  # the row-150 cluster is BI-RADS 2, row 260 4B
 

@@ -8,11 +8,11 @@ Writes into ``--out``:
 * ``detections.csv``: one row per region (``image`` as given, ``region_id``, ``score``, ``n_specks``,
   ``area_mm2``, ``bbox`` as ``row0 col0 row1 col1`` (ends exclusive), ``centroid_row``, ``centroid_col`` in the
   image's pixels, ``lesion_id``, ``mask``);
-* ``manifest.csv``: one row per region in the manifest format (DESIGN §3), which ``check-data``, ``predict``,
-  ``fit`` and ``test`` read as it is. When the input manifest outlines calcifications (``mask``) and labels
-  them, a region that hits an outlined one (the FROC rule of ``evaluate``) takes its ``birads`` and
-  ``pathology``; other regions have no label (``check-data --labels optional``; ``fit``/``test`` report and
-  skip them with ``data.skip_bad_rows``);
+* ``manifest.csv``: one row per region in the manifest format (DESIGN §3), which ``check-data --labels optional``
+  and ``predict`` read as it is;
+* ``labelled.csv``, when the input manifest outlines and labels calcifications (``mask``, ``birads``): the
+  regions that hit an outlined one (the FROC rule of ``evaluate``), with its ``birads`` and ``pathology``, which
+  ``fit`` and ``test`` read as it is (the regions that hit none are counted on screen);
 * ``report.csv``: one row per input image with its outcome (``regions``, ``no calcification found``,
   ``breast not found``, ``unreadable``, ``no pixel spacing``) and the reason: nothing is dropped silently.
 
@@ -90,6 +90,8 @@ class DetectSummary:
     images: int
     regions: int
     failed: int
+    labelled: Path | None = None  # labelled.csv: the regions that took an outlined calcification's label
+    unlabelled: int = 0
 
 
 def configure_parser(parser) -> None:
@@ -118,6 +120,12 @@ def main(cfg) -> int:
         f"detect: {summary.regions} region(s) on {summary.images - summary.failed} of {summary.images} image(s); "
         f"wrote {summary.detections}, {summary.manifest} and {summary.report}"
     )
+    if summary.labelled:
+        print(
+            f"detect: {summary.regions - summary.unlabelled} region(s) hit an outlined calcification and took its "
+            f"label: {summary.labelled} (for fit/test); {summary.unlabelled} hit none (false positives or "
+            "calcifications nobody outlined) and are only in manifest.csv"
+        )
     if summary.failed:
         print(f"detect: {summary.failed} image(s) could not be used; {summary.report} says why", file=sys.stderr)
         return 2
@@ -152,7 +160,10 @@ def run_detection(
         if progress:
             print(f"detect: [{n}/{len(inputs)}] {item.given}: {report[-1]['status']}", file=sys.stderr, flush=True)
     failed = sum(row["status"] in ("unreadable", "no pixel spacing") for row in report)
+    labelled = [row for row in manifest_rows if row["birads"]]
     return DetectSummary(
+        labelled=write_csv(out / "labelled.csv", labelled, MANIFEST_COLUMNS) if labelled else None,
+        unlabelled=len(manifest_rows) - len(labelled),
         manifest=write_csv(out / "manifest.csv", manifest_rows, MANIFEST_COLUMNS),
         detections=write_csv(out / "detections.csv", detections, DETECTION_COLUMNS),
         report=write_csv(out / "report.csv", report, REPORT_COLUMNS),
