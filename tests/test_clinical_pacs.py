@@ -4,6 +4,9 @@ The reference for every region is predictions.csv; the SR and SEG are fetched fr
 the local files, and parsed with highdicom.
 """
 
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pydicom
@@ -114,8 +117,31 @@ def test_pacs_failures_get_one_message_and_no_traceback(trained, study, pacs, tm
     fails(2, ["--dicomweb", closed, "--study", uid], "cannot reach the PACS", closed)
     wrong_root = pacs.replace("/dicom-web", "/no-such-root")
     fails(2, ["--dicomweb", wrong_root, "--study", uid], "refused", "HTTP 404")
+    with overloaded_server() as busy:  # a server error (5xx), e.g. a PACS behind an overloaded proxy
+        fails(2, ["--dicomweb", busy, "--study", uid], "refused", "HTTP 503")
     fails(2, ["--dicomweb", pacs, "--study", "1.2.3.4"], "study-1: study 1.2.3.4 not found on the PACS")
     fails(2, ["--dicomweb", pacs, "--query", "StudyDate=19000101"], "no study on the PACS", "matches the query")
+
+
+@contextmanager
+def overloaded_server():
+    """A web server answering every request with 503 Service Unavailable: its URL."""
+
+    class Busy(BaseHTTPRequestHandler):
+        def do_GET(self):  # http.server's name for the GET handler
+            self.send_error(503, "Service Unavailable")
+
+        def log_message(self, *args):  # keep the test output clean
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_rejected_store_keeps_the_local_dicom_files_and_says_so(trained, study, tmp_path, capfd):

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 import requests
+import retrying
 from dicomweb_client import DICOMwebClient
 from pydicom.dataset import Dataset
 
@@ -15,6 +16,9 @@ from birads_calc.clinical.errors import ClinicalError
 from birads_calc.clinical.studies import Study, build_study
 
 STUDY_UID, SERIES_UID, MODALITY = "0020000D", "0020000E", "00080060"
+# dicomweb-client retries a busy server (HTTP 408, 429, 503, 504) with exponential back-off; 3 attempts 0.5 s and
+# 1 s apart keep a command from hanging on a PACS that is down while riding out a short overload.
+ATTEMPTS, BACKOFF_MS = 3, 250
 T = TypeVar("T")
 
 
@@ -24,6 +28,7 @@ class Pacs:
     def __init__(self, url: str, timeout: float = 30.0):
         self.url = url.rstrip("/")
         self.client = DICOMwebClient(self.url, timeout=timeout)
+        self.client.set_http_retry_params(max_attempts=ATTEMPTS, wait_exponential_multiplier=BACKOFF_MS)
 
     def find_studies(self, query: Mapping[str, str]) -> list[str]:
         """Study Instance UIDs matching QIDO-RS filters (e.g. ``{"StudyDate": "20200101", "ModalitiesInStudy":
@@ -78,6 +83,14 @@ class Pacs:
             status = error.response.status_code if error.response is not None else "?"
             reason = error.response.reason if error.response is not None else str(error)
             raise ClinicalError(f"the PACS {self.url} refused to {what}: HTTP {status} {reason}") from None
+        except retrying.RetryError as error:  # still busy after the last attempt: the final answer's status
+            attempt = error.last_attempt
+            response = None if attempt.has_exception else attempt.value
+            status = getattr(response, "status_code", "?")
+            reason = getattr(response, "reason", "")
+            raise ClinicalError(
+                f"the PACS {self.url} refused to {what}: HTTP {status} {reason} (after {ATTEMPTS} attempts)"
+            ) from None
         except (requests.ConnectionError, requests.Timeout) as error:
             raise ClinicalError(
                 f"cannot reach the PACS at {self.url} to {what} ({type(error).__name__}): is the URL right (the "
