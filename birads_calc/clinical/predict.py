@@ -47,7 +47,9 @@ def say(message: str) -> None:
 
 
 def configure_parser(parser: ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path | None, default=None, help="Training config: names runs/<config>/.")
+    parser.add_argument(
+        "--config", action="append", default=None, help="Training config(s): name runs/<config>/ as predict does."
+    )
     parser.add_argument("--ckpt_path", type=Path | None, default=None, help="Checkpoint (default: newest best).")
     parser.add_argument("--runs_root", type=Path, default=Path("runs"), help="Folder holding runs/<config>/.")
     parser.add_argument("--predict_dir", type=Path | None, default=None, help="Output folder (default: in the run).")
@@ -81,7 +83,7 @@ def run(cfg: Namespace) -> int:
     studies = with_regions(studies, regions)
     model, settings, attention = load_model(checkpoint)
     out_dir = Path(cfg.predict_dir) if cfg.predict_dir else default_predict_dir(checkpoint, cfg)
-    info = ModelInfo(config_name([cfg.config] if cfg.config else None), str(checkpoint), sha256(checkpoint))
+    info = ModelInfo(model_name(cfg, checkpoint), str(checkpoint), sha256(checkpoint))
     with tempfile.TemporaryDirectory(prefix="birads-calc-dicom-") as staging:
         lesions, located = stage(Path(staging), studies, regions)
         images = len({x.image for x in lesions})
@@ -118,13 +120,21 @@ def find_checkpoint(cfg: Namespace) -> Path:
         return Path(cfg.ckpt_path)
     if not cfg.config:
         raise ClinicalError("give --config (its newest best checkpoint is used) or --ckpt_path")
-    name = config_name([cfg.config])
+    name = config_name(cfg.config)
     try:
         checkpoint = newest_best_checkpoint(Path(cfg.runs_root), name)
     except RunFolderError as error:
         raise ClinicalError(str(error)) from None
     say(f"using the newest best checkpoint of config '{name}': {checkpoint}")
     return checkpoint
+
+
+def model_name(cfg: Namespace, checkpoint: Path) -> str:
+    """The config's name, else the run group of the checkpoint (``runs/<name>/version_k/checkpoints/x.ckpt``)."""
+    if cfg.config:
+        return config_name(cfg.config)
+    run_dir = run_dir_of_checkpoint(checkpoint)
+    return run_dir.parent.name if run_dir is not None else Path(checkpoint).stem
 
 
 def get_studies(cfg: Namespace, pacs: Pacs | None) -> list[Study]:
