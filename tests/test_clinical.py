@@ -106,6 +106,7 @@ def test_no_identifying_field_outside_the_dicom_results(trained, study, tmp_path
     assert predict(runs, "--dicom_dir", str(folder), "--predict_dir", str(tmp_path / "out")) == 0
     logs = capfd.readouterr()
     assert find_leaks(needles, tmp_path / "out", [logs.out, logs.err], exclude=["dicom/*/*.dcm"]) == []
+    assert find_leaks(needles, runs) == []  # nothing beside the run either (the DICOM path sends nothing to W&B)
     assert len(list((tmp_path / "out" / "overlays").glob("*.png"))) > 0
     # and the DICOM results do carry them: they file into the patient's study
     assert find_leaks(needles, tmp_path / "out" / "dicom") != []
