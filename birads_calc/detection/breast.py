@@ -37,6 +37,7 @@ MIN_BREAST_FRACTION = 0.03  # a breast covers at least this share of the image
 MIN_BREAST_AREA_MM2 = 400.0  # and at least 2 x 2 cm
 PECTORAL_MAX_FRACTION = 0.4  # a pectoral muscle is less than this share of the breast
 PECTORAL_MIN_FRACTION = 0.01
+CORNER_MM = 8.0
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def find_breast(pixels: np.ndarray, pixel_spacing: tuple[float, float]) -> Breas
         empty = np.zeros(shape, bool)
         return Breast(empty, empty, empty, False, level, reason="breast not found (no tissue region large enough)")
     chest_wall_right = _chest_wall_right(breast)
-    pectoral = _pectoral(coarse, breast, chest_wall_right)
+    pectoral = _pectoral(coarse, breast, chest_wall_right, grid_mm)
     search = ndimage.binary_erosion(breast, iterations=max(1, round(SKIN_MARGIN_MM / grid_mm)), border_value=1)
     search &= ~ndimage.binary_dilation(pectoral, iterations=max(1, round(SKIN_MARGIN_MM / grid_mm)))
     mask, pectoral, search = (upsample(x, factor, shape) for x in (breast, pectoral, search))
@@ -127,7 +128,7 @@ def _chest_wall_right(breast: np.ndarray) -> bool:
     return bool(right > left)
 
 
-def _pectoral(coarse: np.ndarray, breast: np.ndarray, chest_wall_right: bool) -> np.ndarray:
+def _pectoral(coarse: np.ndarray, breast: np.ndarray, chest_wall_right: bool, grid_mm: float) -> np.ndarray:
     """The pectoral muscle: a bright component in the top chest-wall corner of the breast, or none."""
     none = np.zeros(breast.shape, bool)
     image = coarse[:, ::-1] if chest_wall_right else coarse  # work with the chest wall on the left
@@ -142,22 +143,28 @@ def _pectoral(coarse: np.ndarray, breast: np.ndarray, chest_wall_right: bool) ->
     if values.size < 50:
         return none
     smooth = ndimage.gaussian_filter(image, 1.5)
-    bright = (smooth > float(threshold_otsu(values))) & inside & upper
-    labels = label(bright)
-    corner = labels[top : top + 3, wall : wall + 3]  # the muscle reaches the top of the breast at the chest wall
-    ids = [i for i in np.unique(corner) if i]
-    if not ids:
-        return none
-    props = max((p for p in regionprops(labels) if p.label in ids), key=lambda p: p.area)
-    muscle = ndimage.binary_fill_holes(labels == props.label)
+    # the muscle is the brightest tissue of that corner; where dense glands touch it, a higher threshold parts them
+    levels = [float(threshold_otsu(values)), *np.percentile(values, (75, 85, 92))]
+    # the muscle reaches the top of the breast at the chest wall; the very corner can be dim (thin tissue at the
+    # film edge), so any bright component within CORNER_MM of it is a candidate
+    reach = max(3, round(CORNER_MM / grid_mm))
+    for level in sorted(levels):
+        labels = label((smooth > level) & inside & upper)
+        corner = set(np.unique(labels[top : top + reach, wall : wall + reach])) - {0}
+        for props in sorted((p for p in regionprops(labels) if p.label in corner), key=lambda p: -p.area):
+            muscle = ndimage.binary_fill_holes(labels == props.label)
+            if _plausible_muscle(image, inside, muscle, props.bbox, top, height, cols[-1] - wall):
+                return muscle[:, ::-1] if chest_wall_right else muscle
+    return none
+
+
+def _plausible_muscle(image, inside, muscle, bbox, top: int, height: int, breast_width: int) -> bool:
+    """Share of the breast, brightness over the rest, and a wedge that narrows downward."""
     share = muscle.sum() / inside.sum()
     rest = image[inside & ~muscle]
     contrast = float(image[muscle].mean() - np.median(rest)) if rest.size else 0.0
-    # a muscle is a wedge that narrows downward: its width in its lower half is below its width at the top
-    widths = muscle.sum(axis=1)[top : top + props.bbox[2]]
+    widths = muscle.sum(axis=1)[top : bbox[2]]
     narrowing = widths[: max(1, len(widths) // 4)].mean() > 1.3 * widths[len(widths) // 2 :].mean()
     # cut square by the search box's lower edge: glandular tissue running on, not a muscle that tapers off
-    narrowing &= widths[-1] < 0.25 * (cols[-1] - wall) / 2 or props.bbox[2] < top + height // 2
-    if not (PECTORAL_MIN_FRACTION <= share <= PECTORAL_MAX_FRACTION and contrast > 0.03 and narrowing):
-        return none
-    return muscle[:, ::-1] if chest_wall_right else muscle
+    narrowing &= widths[-1] < 0.25 * breast_width / 2 or bbox[2] < top + height // 2
+    return bool(PECTORAL_MIN_FRACTION <= share <= PECTORAL_MAX_FRACTION and contrast > 0.03 and narrowing)

@@ -16,7 +16,6 @@ stays attached to its peak), inside the breast's search area, no larger than ``M
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -184,8 +183,3 @@ def local_noise(response: np.ndarray, inside: np.ndarray, tile: int) -> np.ndarr
     # bilinear spread of the tile values avoids steps in the threshold at tile edges (PIL: 20x faster than zoom)
     noise = np.asarray(Image.fromarray(mad, mode="F").resize((padded.shape[1], padded.shape[0]), Image.BILINEAR))
     return np.maximum(noise[:h, :w], 1e-6)
-
-
-def speck_radius_px(pixel_spacing: tuple[float, float], mm: float) -> int:
-    """``mm`` in full-resolution pixels (at least 1)."""
-    return max(1, math.ceil(mm / min(pixel_spacing)))
