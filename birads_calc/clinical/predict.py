@@ -34,6 +34,7 @@ from birads_calc.clinical.regions import Region, study_regions
 from birads_calc.clinical.results import ModelInfo, RatedRegion, study_results
 from birads_calc.clinical.studies import Study, read_folder, write_instance
 from birads_calc.data.cache import CacheSettings
+from birads_calc.data.dicom import ImageReadError
 from birads_calc.data.manifest import Lesion
 from birads_calc.data.masks import write_mask
 from birads_calc.inference import predict_lesions
@@ -88,7 +89,10 @@ def run(cfg: Namespace) -> int:
         lesions, located = stage(Path(staging), studies, regions)
         images = len({x.image for x in lesions})
         say(f"rating {len(lesions)} region(s) on {images} image(s) of {len(studies)} study(ies)")
-        predictions = predict_lesions(model, lesions, settings, attention=attention, batch_size=cfg.batch_size)
+        try:
+            predictions = predict_lesions(model, lesions, settings, attention=attention, batch_size=cfg.batch_size)
+        except ImageReadError as error:  # e.g. a transfer syntax no installed decoder reads; names study-N/image-K
+            raise ClinicalError(f"a mammogram cannot be decoded: {error}") from None
         written = write_predict_reports(
             out_dir, predictions, lesions, settings.num_classes, root=Path(staging), overlays=cfg.overlays,
             overlay_size=cfg.overlay_size, voi=settings.voi,
