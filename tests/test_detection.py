@@ -94,3 +94,9 @@ def test_a_faint_vessel_strand_is_not_a_speck_but_a_bright_coarse_calcification_
     result = detect_image(pixels, (SPACING, SPACING))
     assert not result.specks.mask(pixels.shape)[vessel].any()
     assert [r.n_specks for r in result.regions] == [1] and result.regions[0].mask[250, 100]
+
+
+def test_breast_area_uses_both_spacings():
+    pixels, breast, _, _ = phantom(clusters=())
+    wide = find_breast(pixels, (SPACING, 2 * SPACING))  # each column twice as wide: the same breast, larger
+    assert wide.reason is None and (wide.mask & breast).sum() / breast.sum() > 0.9

@@ -68,7 +68,7 @@ def find_breast(pixels: np.ndarray, pixel_spacing: tuple[float, float]) -> Breas
     coarse = block_mean(pixels, factor)
     grid_mm = factor * min(pixel_spacing)
     breast, level = _largest_tissue(coarse, grid_mm)
-    area_mm2 = float(breast.sum()) * grid_mm**2
+    area_mm2 = float(breast.sum()) * factor**2 * pixel_spacing[0] * pixel_spacing[1]
     if not breast.any() or breast.mean() < MIN_BREAST_FRACTION or area_mm2 < MIN_BREAST_AREA_MM2:
         empty = np.zeros(shape, bool)
         return Breast(empty, empty, empty, False, level, reason="breast not found (no tissue region large enough)")
