@@ -97,6 +97,7 @@ def test_a_faint_vessel_strand_is_not_a_speck_but_a_bright_coarse_calcification_
 
 
 def test_breast_area_uses_both_spacings():
-    pixels, breast, _, _ = phantom(clusters=())
-    wide = find_breast(pixels, (SPACING, 2 * SPACING))  # each column twice as wide: the same breast, larger
-    assert wide.reason is None and (wide.mask & breast).sum() / breast.sum() > 0.9
+    pixels = np.full((300, 200), 0.02, np.float32)
+    pixels[80:220, :50] = 0.5  # 7,000 pixels: 560 mm² at 0.2 x 0.4 mm (a breast), 280 mm² if taken as 0.2 x 0.2
+    assert find_breast(pixels, (SPACING, 2 * SPACING)).reason is None
+    assert find_breast(pixels, (SPACING, SPACING)).reason.startswith("breast not found")
