@@ -28,8 +28,9 @@ demo: install
 	$(BIN)/birads-calc compare runs/demo --out runs/demo/compare
 	@echo "demo: data in $(DEMO_DIR); run folder $$(ls -td runs/demo/version_* | head -1) (metrics.json, predictions.csv, checkpoints/, metrics.csv); table and chart in runs/demo/compare"
 
+# 6 Table 3 rows + 6 more alphas, 3 training seeds each (36 runs), 8 epochs: sized for 2 idle cores in 90 min
 reproduce: install
-	WANDB_MODE=offline $(BIN)/python bench/reproduce.py --patients 120 --seed 1 --jobs 2
+	WANDB_MODE=offline $(BIN)/python bench/reproduce.py --patients 120 --seed 1 --seeds 0 1 2 --jobs 2 --trainer.max_epochs 8
 
 bench: install
 	WANDB_MODE=offline $(BIN)/python bench/run.py
