@@ -101,3 +101,16 @@ def test_breast_area_uses_both_spacings():
     pixels[80:220, :50] = 0.5  # 7,000 pixels: 560 mm² at 0.2 x 0.4 mm (a breast), 280 mm² if taken as 0.2 x 0.2
     assert find_breast(pixels, (SPACING, 2 * SPACING)).reason is None
     assert find_breast(pixels, (SPACING, SPACING)).reason.startswith("breast not found")
+
+
+def test_the_bright_side_of_a_step_is_an_edge_but_a_bright_line_is_not():
+    from birads_calc.detection.specks import _edge_like
+
+    step = np.zeros((60, 60), np.float32)
+    step[:, 30:] = 0.3  # a dense region's sharp border at column 30
+    line = np.zeros((60, 60), np.float32)
+    line[:, 29:32] = 0.3  # a thin bright cast, darker on both sides
+    for image, first_col, edge in ((step, 30, True), (line, 29, False)):
+        rows, cols = (a.ravel() for a in np.mgrid[10:50, first_col : first_col + 3])  # 4 mm x 0.3 mm at 0.1 mm
+        ids = np.ones(rows.size, int)
+        assert _edge_like(image, rows, cols, ids, 1, 0.1).tolist() == [edge]

@@ -34,6 +34,7 @@ HIGH_Z = 4.0
 MAX_AREA_MM2 = 40.0  # coarse, popcorn and rim calcifications reach about 7 mm; larger bright blobs are tissue
 ROBUST_SIGMA = 1.4826
 STRAND_MM, STRAND_ELONGATION, STRAND_WIDTH_MM, STRAND_KEEP_Z = 2.0, 3.0, 0.35, 8.0
+EDGE_ASYMMETRY = 0.5
 
 
 @dataclass(frozen=True)
@@ -110,13 +111,42 @@ def find_specks(
         [np.bincount(ids, rows, count + 1)[1:] / pixels_per, np.bincount(ids, cols, count + 1)[1:] / pixels_per]
     )
     centroids = (centroids + 0.5) * factor - 0.5  # working pixel centres -> full-resolution coordinates
-    small = (areas <= MAX_AREA_MM2) & ~_vessel_like(rows, cols, ids, count, pixels_per, peaks, work_mm)
+    strands = _vessel_like(rows, cols, ids, count, pixels_per, peaks, work_mm)
+    small = (areas <= MAX_AREA_MM2) & ~strands & ~_edge_like(image, rows, cols, ids, count, work_mm)
     if not small.all():  # relabel so that speck k is label k+1 again
         remap = np.zeros(count + 1, np.int32)
         remap[index[small]] = np.arange(1, int(small.sum()) + 1)
         labels = remap[labels]
         areas, peaks, centroids = areas[small], peaks[small], centroids[small]
     return Specks(labels.astype(np.int32), factor, centroids, areas, peaks, searched_mm2)
+
+
+def _edge_like(image: np.ndarray, rows, cols, ids, count: int, work_mm: float) -> np.ndarray:
+    """Specks that are the bright side of a step (the pectoral muscle's or a dense gland's border), not a line.
+
+    Across a line or a spot the intensity gradient points inward from both sides and cancels over the speck;
+    along a step it points the same way everywhere. A speck longer than ``STRAND_MM`` whose summed gradient is
+    more than ``EDGE_ASYMMETRY`` of its summed gradient magnitude is an edge.
+    """
+    n = np.bincount(ids, minlength=count + 1)[1:]
+    extent = np.maximum(
+        np.bincount(ids, rows.astype(float) ** 2, count + 1)[1:] / np.maximum(n, 1)
+        - (np.bincount(ids, rows, count + 1)[1:] / np.maximum(n, 1)) ** 2
+        + np.bincount(ids, cols.astype(float) ** 2, count + 1)[1:] / np.maximum(n, 1)
+        - (np.bincount(ids, cols, count + 1)[1:] / np.maximum(n, 1)) ** 2,
+        0,
+    )
+    long = np.sqrt(12 * extent) * work_mm >= STRAND_MM  # about the speck's length
+    if not long.any():
+        return long
+    keep = long[ids - 1]
+    r, c, k = rows[keep], cols[keep], ids[keep]
+    smooth = ndimage.gaussian_filter(image, 1.0)
+    gy = (smooth[np.minimum(r + 1, image.shape[0] - 1), c] - smooth[np.maximum(r - 1, 0), c]) / 2
+    gx = (smooth[r, np.minimum(c + 1, image.shape[1] - 1)] - smooth[r, np.maximum(c - 1, 0)]) / 2
+    total = np.hypot(np.bincount(k, gy, count + 1)[1:], np.bincount(k, gx, count + 1)[1:])
+    magnitude = np.bincount(k, np.hypot(gy, gx), count + 1)[1:]
+    return long & (total > EDGE_ASYMMETRY * np.maximum(magnitude, 1e-12))
 
 
 def _vessel_like(rows, cols, ids, count, pixels_per, peaks, work_mm) -> np.ndarray:
