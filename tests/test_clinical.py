@@ -174,3 +174,27 @@ def test_bad_studies_get_one_message_naming_the_study_and_nothing_is_written(tra
     assert predict(runs, "--dicom_dir", str(folder), "--study", "1.2.3.4", "--predict_dir", str(out)) == 2
     assert "study 1.2.3.4 not found" in capfd.readouterr().err
     refused(tmp_path / "missing", "no such folder")
+
+
+def test_a_study_where_the_detector_finds_nothing_is_named_and_left_out(trained, study, tmp_path, capfd):
+    runs, _ = trained
+    folder, manifest = study
+    both = tmp_path / "both"
+    shutil.copytree(folder, both)
+    source = pydicom.dcmread(next(folder.rglob("S*.dcm")))
+    blank = pydicom.dcmread(source.filename)  # a second study: one empty (all-air) mammogram, no SEG
+    blank.StudyInstanceUID, blank.SeriesInstanceUID, blank.SOPInstanceUID = (pydicom.uid.generate_uid() for _ in "abc")
+    blank.file_meta.MediaStorageSOPInstanceUID = blank.SOPInstanceUID
+    blank.PixelData = np.zeros((blank.Rows, blank.Columns), np.uint16).tobytes()
+    blank.save_as(both / "blank.dcm")
+    uids = sorted([str(source.StudyInstanceUID), str(blank.StudyInstanceUID)])  # study-N: the folder's UID order
+    key = f"study-{uids.index(str(blank.StudyInstanceUID)) + 1}"
+
+    capfd.readouterr()
+    assert predict(runs, "--dicom_dir", str(both), "--predict_dir", str(tmp_path / "out"), "--detect", "true") == 0
+    err = capfd.readouterr().err
+    assert f"{key}: the detector found no calcification region" in err
+    rows = read_csv(tmp_path / "out" / "predictions.csv")
+    assert rows and key not in {r["patient_id"] for r in rows}  # the other study is rated from its SEG
+    assert len(rows) == len(read_manifest(manifest, require_labels=False))
+    assert sorted(p.name for p in (tmp_path / "out" / "dicom").iterdir()) == sorted({r["patient_id"] for r in rows})
