@@ -19,6 +19,8 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from birads_calc.errors import InputError
+
 if TYPE_CHECKING:  # torch is imported where it is used: the data tools (synth, check-data) never need it
     import torch
 
@@ -33,7 +35,7 @@ PATHOLOGY_VALUES: dict[str, float] = {"malignant": MALIGNANT, "benign": BENIGN, 
 _PREFIX = re.compile(r"^\s*(bi[\s_-]?rads)?\s*(category|cat\.?)?\s*[:#]?\s*", re.IGNORECASE)
 
 
-class LabelError(ValueError):
+class LabelError(InputError, ValueError):
     """A BI-RADS or pathology value that the configured scale cannot use."""
 
 

@@ -16,13 +16,15 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from birads_calc.errors import InputError
+
 RUN_DIR_ENV = "BIRADS_RUN_DIR"
 CHECKPOINTS = "checkpoints"
 BEST, LAST = "best.ckpt", "last.ckpt"
 _VERSION = re.compile(r"^version_(\d+)$")
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(InputError, RuntimeError):
     """No usable run folder or checkpoint."""
 
 

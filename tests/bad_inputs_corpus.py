@@ -640,3 +640,229 @@ def _label_missing(root: Path) -> Built:
     built = row_case(root, ("missing BI-RADS label",), birads="")
     built.valid_in = frozenset({"prepare"})  # prepare serves predict too: labels optional there, not in fit
     return built
+
+
+# -- the trainer commands (fit, validate, test, predict) and prepare, through the program's error boundary ---------
+# Each case returns the command line and the words its one-message error must hold (the option, file or row at
+# fault); every case must exit with ``code`` and print no traceback. ``Trained`` is one tiny fit made once.
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A finished tiny ``fit`` of configs/proposed.yaml: its data, runs root and best checkpoint."""
+
+    config: Path
+    manifest: Path
+    runs: Path
+    checkpoint: Path
+
+
+@dataclass(frozen=True)
+class CommandCase:
+    name: str
+    what: str
+    command: str
+    build: Callable[[Path, Trained], tuple[list[str], tuple[str, ...]]]
+    code: int = 2
+
+
+# tiny CPU runs in one process: what the paper config becomes on a test machine, stated outright
+CPU_TINY = [
+    "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
+    "--trainer.precision", "32-true", "--trainer.logger", "false",
+    "--data.window", str(WINDOW), "--data.stride", str(STRIDE),
+]  # fmt: skip
+
+
+def trainer_args(command: str, trained: Trained, *extra: str, manifest=None, runs=None, config=None) -> list[str]:
+    """``birads-calc <command>`` on the trained run's config, data and runs root, with ``extra`` overrides."""
+    from tests.training_helpers import TINY_OVERRIDES
+
+    config = config or trained.config
+    manifest = manifest or trained.manifest
+    base = [
+        command,
+        "--config",
+        str(config),
+        "--data.manifest",
+        str(manifest),
+        "--runs_root",
+        str(runs or trained.runs),
+    ]
+    return [*base, *TINY_OVERRIDES, *CPU_TINY, *extra]
+
+
+def _corpus(name: str, command: str, *extra: str) -> Callable[[Path, Trained], tuple[list[str], tuple[str, ...]]]:
+    """A manifest case of :data:`CASES` given to a trainer command: the message must name its row, file and cause."""
+
+    def build(root: Path, trained: Trained) -> tuple[list[str], tuple[str, ...]]:
+        built = next(c for c in CASES if c.name == name).build(root)
+        words = [*built.fragments, *([f"row {built.row}"] if built.row is not None else []), str(built.file)]
+        return trainer_args(command, trained, *extra, manifest=built.manifest), tuple(words)
+
+    return build
+
+
+def _option(command: str, option: str, value: str, *words: str):
+    """An invalid hyperparameter: refused when the command line is parsed, naming the option and the value."""
+    return lambda root, trained: (trainer_args(command, trained, f"--{option}", value), (option, value, *words))
+
+
+def _ckpt(command: str, write: Callable[[Path, Trained], Path], *words: str):
+    """``--ckpt_path`` naming what ``write`` made; the message names that path."""
+
+    def build(root: Path, trained: Trained) -> tuple[list[str], tuple[str, ...]]:
+        path = write(root, trained)
+        return trainer_args(command, trained, "--ckpt_path", str(path)), (str(path), *words)
+
+    return build
+
+
+def _text_ckpt(root: Path, trained: Trained) -> Path:
+    path = root / "model.ckpt"
+    path.write_text("epoch,loss\n1,0.5\n")
+    return path
+
+
+def _truncated_ckpt(root: Path, trained: Trained) -> Path:
+    """What a full disk left behind: the first half of a real checkpoint."""
+    path = root / "checkpoints" / "best.ckpt"
+    path.parent.mkdir(parents=True)
+    data = trained.checkpoint.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _ckpt_folder(root: Path, trained: Trained) -> Path:
+    return trained.checkpoint.parent
+
+
+def _missing_ckpt(root: Path, trained: Trained) -> Path:
+    return root / "runs" / "best.ckpt"
+
+
+def _under_a_file(command: str, option: str):
+    """An output folder (``--runs_root``, ``--predict_dir``) that cannot be made, a part of it being a file."""
+
+    def build(root: Path, trained: Trained) -> tuple[list[str], tuple[str, ...]]:
+        (root / "afile").write_text("not a folder\n")
+        out = root / "afile" / "out"
+        extra = [] if command == "fit" else ["--ckpt_path", str(trained.checkpoint)]
+        args = trainer_args(command, trained, *extra, f"--{option}", str(out))
+        return args, (str(root / "afile"), "Not a directory")
+
+    return build
+
+
+def _other_method(command: str, config: str, *extra: str, words: tuple[str, ...]):
+    """The trained (proposed) checkpoint given to another method's config or scale: refused, naming each setting."""
+
+    def build(root: Path, trained: Trained) -> tuple[list[str], tuple[str, ...]]:
+        other = trained.config.parent / config
+        args = trainer_args(command, trained, "--ckpt_path", str(trained.checkpoint), *extra, config=other)
+        return args, (str(trained.checkpoint), *words)
+
+    return build
+
+
+def _no_run_yet(command: str):
+    def build(root: Path, trained: Trained) -> tuple[list[str], tuple[str, ...]]:
+        return trainer_args(command, trained, runs=root / "runs"), ("no best checkpoint", "fit")
+
+    return build
+
+
+def _predict_without_masks(root: Path, trained: Trained) -> tuple[list[str], tuple[str, ...]]:
+    built = cell_case((), mask="")(root)
+    args = trainer_args("predict", trained, "--ckpt_path", str(trained.checkpoint), manifest=built.manifest)
+    return args, ("row 3", "mask", str(built.manifest))
+
+
+def _prepare(*args: str, words: tuple[str, ...]):
+    def build(root: Path, trained: Trained) -> tuple[list[str], tuple[str, ...]]:
+        return ["prepare", str(trained.manifest), f"--cache_dir={root / 'cache'}", *args], words
+
+    return build
+
+
+COMMAND_CASES: list[CommandCase] = [
+    # the data, as every trainer command meets it
+    CommandCase("fit_no_manifest", "fit with no data/manifest.csv", "fit", _corpus("manifest_missing", "fit")),
+    CommandCase("fit_truncated_dicom", "fit: a truncated DICOM", "fit", _corpus("truncated_dicom", "fit")),
+    CommandCase("fit_semicolon_csv", "fit: a ';'-separated manifest", "fit", _corpus("semicolon_csv", "fit")),
+    CommandCase("fit_label_garbage", "fit: free text as label", "fit", _corpus("label_garbage", "fit")),
+    CommandCase("fit_mask_other_size", "fit: mask of another size", "fit", _corpus("mask_other_size", "fit")),
+    CommandCase("fit_latin1", "fit: Latin-1 manifest", "fit", _corpus("latin1_manifest", "fit")),
+    CommandCase("fit_two_splits", "fit: a patient in two splits", "fit", _corpus("patient_in_two_splits", "fit")),
+    CommandCase("fit_xlsx", "fit: a workbook named .csv", "fit", _corpus("xlsx_as_csv", "fit")),
+    CommandCase("test_not_a_dicom", "test: a text file named .dcm", "test", _corpus("not_a_dicom", "test")),
+    CommandCase("test_header_only", "test: a manifest without rows", "test", _corpus("header_only", "test")),
+    CommandCase("validate_empty_mask", "validate: an empty mask", "validate", _corpus("empty_mask", "validate")),
+    CommandCase(
+        "predict_truncated_dicom", "predict: truncated DICOM", "predict", _corpus("truncated_dicom", "predict")
+    ),
+    CommandCase("predict_no_masks", "predict: rows without masks", "predict", _predict_without_masks),
+    # hyperparameters: refused when parsed, before anything is built or written
+    CommandCase("fit_alpha_0", "--model.alpha 0", "fit", _option("fit", "model.alpha", "0")),
+    CommandCase("fit_alpha_above_1", "--model.alpha 1.5", "fit", _option("fit", "model.alpha", "1.5")),
+    CommandCase("fit_batch_size_0", "--data.batch_size 0", "fit", _option("fit", "data.batch_size", "0")),
+    CommandCase("fit_window_negative", "--data.window -3", "fit", _option("fit", "data.window", "-3")),
+    CommandCase("fit_stride_0", "--data.stride 0", "fit", _option("fit", "data.stride", "0")),
+    CommandCase("fit_num_classes_5", "--data.num_classes 5", "fit", _option("fit", "data.num_classes", "5")),
+    CommandCase("fit_voi_unknown", "--data.voi bogus", "fit", _option("fit", "data.voi", "bogus")),
+    CommandCase("fit_workers_negative", "--data.num_workers -1", "fit", _option("fit", "data.num_workers", "-1")),
+    CommandCase("test_resamples_0", "--bootstrap_resamples 0", "test", _option("test", "bootstrap_resamples", "0")),
+    CommandCase("predict_overlay_size_0", "--overlay_size 0", "predict", _option("predict", "overlay_size", "0")),
+    # checkpoints
+    CommandCase("test_ckpt_missing", "--ckpt_path names no file", "test", _ckpt("test", _missing_ckpt, "not found")),
+    CommandCase(
+        "test_ckpt_text", "--ckpt_path names a text file", "test", _ckpt("test", _text_ckpt, "not a PyTorch checkpoint")
+    ),
+    CommandCase(
+        "test_ckpt_truncated",
+        "--ckpt_path names a checkpoint cut short by a full disk",
+        "test",
+        _ckpt("test", _truncated_ckpt, "cut short"),
+    ),
+    CommandCase("test_ckpt_folder", "--ckpt_path names a folder", "test", _ckpt("test", _ckpt_folder, "is a folder")),
+    CommandCase(
+        "predict_ckpt_text",
+        "predict --ckpt_path: a text file",
+        "predict",
+        _ckpt("predict", _text_ckpt, "not a PyTorch"),
+    ),
+    CommandCase("fit_resume_missing", "fit --ckpt_path: no such file", "fit", _ckpt("fit", _missing_ckpt, "not found")),
+    CommandCase(
+        "test_ckpt_other_method",
+        "test --config mse.yaml with the proposed method's checkpoint",
+        "test",
+        _other_method("test", "mse.yaml", words=("model.loss: config mse, checkpoint mamse", "data.attention")),
+    ),
+    CommandCase(
+        "predict_ckpt_other_scale",
+        "a six-class checkpoint on four-class data",
+        "predict",
+        _other_method("predict", "proposed.yaml", "--data.num_classes", "4", words=("data.num_classes: config 4",)),
+    ),
+    CommandCase(
+        "validate_ckpt_other_window",
+        "a checkpoint trained on other windows",
+        "validate",
+        _other_method("validate", "proposed.yaml", "--data.window", "48", words=("data.window: config 48",)),
+    ),
+    CommandCase("test_no_run_yet", "test before any fit", "test", _no_run_yet("test")),
+    CommandCase("predict_no_run_yet", "predict before any fit", "predict", _no_run_yet("predict")),
+    # run folders
+    CommandCase("fit_runs_root_unusable", "--runs_root under a file", "fit", _under_a_file("fit", "runs_root")),
+    CommandCase(
+        "predict_dir_unusable", "--predict_dir under a file", "predict", _under_a_file("predict", "predict_dir")
+    ),
+    # prepare's own options
+    CommandCase("prepare_stride_0", "prepare --stride 0", "prepare", _prepare("--stride=0", words=("stride", "0"))),
+    CommandCase(
+        "prepare_num_classes_5",
+        "prepare --num_classes 5",
+        "prepare",
+        _prepare("--num_classes=5", words=("num_classes",)),
+    ),
+]

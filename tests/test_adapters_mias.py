@@ -81,4 +81,4 @@ def test_masks_are_non_empty_and_inside_their_circle(shared_data, converted):
 def test_check_data_accepts_the_manifest_without_labels(converted):
     out, _, _ = converted
     assert cli(["check-data", str(out), "--num_classes", "4", "--labels", "optional"]) == 0
-    assert cli(["check-data", str(out), "--num_classes", "4"]) == 1  # fit/test need labels: refused, clearly
+    assert cli(["check-data", str(out), "--num_classes", "4"]) == 2  # fit/test need labels: refused, clearly

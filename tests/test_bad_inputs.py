@@ -42,6 +42,11 @@ row kept. With ``skip_bad_rows`` the bad row is left out and named in the warnin
 | latin1_manifest / xlsx_as_csv / nul_bytes | Latin-1 / workbook / NUL bytes | error: line 2 not UTF-8 / ... |
 | excel_flavoured | BOM, CRLF, "Patient_ID " headers, blank row | valid |
 
+The trainer commands and ``prepare`` get the corpus too (``COMMAND_CASES``, issue #16): manifest cases above given
+to ``fit``/``validate``/``test``/``predict``, invalid hyperparameters, bad ``--ckpt_path`` files, a ``test`` or
+``predict`` before any ``fit``, and output folders that cannot be made; each must exit 2 with one message naming
+the option, file or row and no traceback (``test_command_fails_cleanly``).
+
 Counts (asserted by ``test_counts`` from the outcomes, :data:`COUNTS`): 56 bad inputs tried, 45 handled with a
 clear error, 11 handled correctly as valid, 0 crashes. Every case's outputs (messages, cache files) are also
 searched for the canary identity the corpus DICOMs carry: none found.
@@ -59,9 +64,21 @@ from birads_calc.data.datamodule import BiradsDataModule
 from birads_calc.data.dicom import ImageReadError, read_image
 from birads_calc.data.manifest import ManifestError, SkippedRowsWarning, read_manifest
 from birads_calc.data.masks import MaskError, read_mask
-from tests.bad_inputs_corpus import CASES, ENTRY_POINTS, STRIDE, WINDOW, Built, Case
-from tests.factories import CANARY_NAME
+from tests.bad_inputs_corpus import (
+    CASES,
+    COMMAND_CASES,
+    CPU_TINY,
+    ENTRY_POINTS,
+    STRIDE,
+    WINDOW,
+    Built,
+    Case,
+    CommandCase,
+    Trained,
+)
+from tests.factories import CANARY_NAME, make_tiny_dataset
 from tests.privacy import find_leaks
+from tests.training_helpers import TINY_OVERRIDES, single_torch_thread  # noqa: F401 (autouse)
 
 # bad inputs tried, handled with a clear error, handled correctly as valid, crashes
 COUNTS = {"tried": 56, "clear_error": 45, "valid": 11, "crashes": 0}
@@ -234,3 +251,68 @@ def test_counts(tmp_path_factory, capsys):
     assert found == COUNTS
     assert set().union(*(o.keys() for o in _outcomes.values())) == {*ENTRY_POINTS, "privacy"}
     assert all(_outcomes[c.name]["privacy"] == "ok" for c in CASES)
+
+
+# -- the trainer commands and prepare (COMMAND_CASES) ------------------------------------------------------------
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "proposed.yaml"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Trained:
+    """One tiny fit of configs/proposed.yaml on the CPU: the checkpoint the test/predict cases are given."""
+    root = tmp_path_factory.mktemp("trained")
+    manifest = make_tiny_dataset(root / "data", patients=6, size=96)
+    runs = root / "runs"
+    args = ["fit", "--config", str(CONFIG), "--data.manifest", str(manifest), "--runs_root", str(runs)]
+    assert cli([*args, *TINY_OVERRIDES, *CPU_TINY]) == 0
+    return Trained(CONFIG, manifest, runs, runs / "proposed" / "version_0" / "checkpoints" / "best.ckpt")
+
+
+def run_command(args: list[str], capsys) -> tuple[int, str]:
+    """The exit code and printed text of ``birads-calc args`` (a parser's exit counts as its exit code)."""
+    capsys.readouterr()
+    try:
+        code = cli(args)
+    except SystemExit as exit_:  # the command-line parser exits with usage and its message (code 2)
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.mark.parametrize("case", COMMAND_CASES, ids=[c.name for c in COMMAND_CASES])
+def test_command_fails_cleanly(case: CommandCase, trained, tmp_path, capsys, monkeypatch):
+    """No traceback, the case's exit code, and one message naming the culprit (option, file, row)."""
+    monkeypatch.delenv("BIRADS_CALC_DEBUG", raising=False)
+    args, words = case.build(tmp_path, trained)
+    assert args[0] == case.command
+    code, text = run_command(args, capsys)
+    assert "Traceback" not in text, text
+    assert code == case.code, text
+    missing = [w for w in words if w not in text]
+    assert not missing, f"message lacks {missing}: {text}"
+
+
+def test_command_corpus_covers_every_command():
+    commands = {c.command for c in COMMAND_CASES}
+    assert len(COMMAND_CASES) >= 30 and commands >= {"fit", "validate", "test", "predict", "prepare"}
+
+
+def test_ctrl_c_during_fit_says_where_last_ckpt_is_and_how_to_resume(trained, tmp_path, capsys, monkeypatch):
+    """Ctrl-C in the second epoch: exit 130, the message names last.ckpt (written after epoch 1) and --ckpt_path."""
+    from birads_calc.training.model import BiradsClassifier
+
+    step = BiradsClassifier.training_step
+
+    def interrupted_in_epoch_2(self, batch, batch_idx):
+        if self.current_epoch == 1:
+            raise KeyboardInterrupt
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(BiradsClassifier, "training_step", interrupted_in_epoch_2)
+    runs = tmp_path / "runs"
+    base = ["fit", "--config", str(CONFIG), "--data.manifest", str(trained.manifest), "--runs_root", str(runs)]
+    code, text = run_command([*base, *TINY_OVERRIDES, *CPU_TINY, "--trainer.max_epochs", "2"], capsys)
+    last = runs / "proposed" / "version_0" / "checkpoints" / "last.ckpt"
+    assert code == 130 and "Traceback" not in text, text
+    assert f"the last finished epoch is in {last}" in text and f"--ckpt_path {last}" in text, text
+    assert last.is_file()

@@ -112,4 +112,4 @@ def test_prepare_command(dataset, capsys):
     assert cli_main(["prepare", str(dataset), "--window", "64", "--stride", "16"]) == 0
     out = capsys.readouterr().out
     assert "6 lesions" in out and ".birads_cache" in out
-    assert cli_main(["prepare", str(dataset.parent / "absent.csv")]) == 1
+    assert cli_main(["prepare", str(dataset.parent / "absent.csv")]) == 2

@@ -54,19 +54,48 @@ def test_no_command_shows_usage_not_traceback(capsys):
     assert "birads-calc" in capsys.readouterr().err
 
 
-def test_a_tool_that_raises_gives_a_message_not_a_traceback(tmp_path, capsys, monkeypatch):
+def test_a_user_error_gives_a_message_and_a_bug_keeps_its_traceback(tmp_path, capsys, monkeypatch):
+    """The error boundary: a project error (bad input) prints one line and exits 2; BIRADS_CALC_DEBUG=1 shows its
+    traceback; an OS error names its file; an unexpected error (a bug) is not dressed up as the user's fault."""
     import birads_calc.data.manifest as manifest
+
+    monkeypatch.delenv("BIRADS_CALC_DEBUG", raising=False)
+    (tmp_path / "m.csv").write_text("patient_id,image,mask\n")
+    prepare = ["prepare", str(tmp_path / "m.csv"), "--cache_dir", str(tmp_path / "cache")]
+    assert main(prepare) == 2
+    err = capsys.readouterr().err
+    assert "birads-calc prepare: error:" in err and "no data rows" in err and str(tmp_path / "m.csv") in err
+    assert "Traceback" not in err
+    monkeypatch.setenv("BIRADS_CALC_DEBUG", "1")
+    with pytest.raises(manifest.ManifestError):
+        main(prepare)
+    monkeypatch.delenv("BIRADS_CALC_DEBUG")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "m.csv"))
+
+    monkeypatch.setattr(manifest, "read_manifest", denied)
+    assert main(["check-data", str(tmp_path / "m.csv")]) == 2
+    err = capsys.readouterr().err
+    assert f"Permission denied: {tmp_path / 'm.csv'}" in err and "Traceback" not in err
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated bug")
 
     monkeypatch.setattr(manifest, "read_manifest", broken)
-    monkeypatch.delenv("BIRADS_CALC_DEBUG", raising=False)
-    (tmp_path / "m.csv").write_text("patient_id,image,mask\n")
-    assert main(["check-data", str(tmp_path / "m.csv")]) == 1
-    err = capsys.readouterr().err
-    assert "simulated bug" in err
-    assert "Traceback" not in err
-    monkeypatch.setenv("BIRADS_CALC_DEBUG", "1")
     with pytest.raises(RuntimeError, match="simulated bug"):
         main(["check-data", str(tmp_path / "m.csv")])
+
+
+def test_ctrl_c_in_a_tool_exits_130_and_says_what_it_left(tmp_path, capsys, monkeypatch):
+    import birads_calc.data.cache as cache
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache, "ensure_cache", interrupted)
+    (tmp_path / "m.csv").write_text("patient_id,image,mask\n")
+    monkeypatch.setattr(cache, "read_manifest", lambda *a, **k: [], raising=False)
+    assert main(["prepare", str(tmp_path / "m.csv"), "--cache_dir", str(tmp_path / "c")]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "never taken for a complete one" in err and "Traceback" not in err

@@ -21,6 +21,7 @@ PACKAGE = Path(birads_calc.__file__).parent
 LEVELS: dict[str, int] = {
     "__init__": 0,
     "categories": 0,
+    "errors": 0,
     "io": 0,
     "runs": 0,
     "data": 1,

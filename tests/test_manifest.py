@@ -142,7 +142,7 @@ def test_check_data_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "OK" in out and "6 / 3 / 3" in out and "4A" in out and "malignant" in out
     bad, planted = bad_manifest(tmp_path / "bad")
-    assert cli_main(["check-data", str(bad)]) == 1
+    assert cli_main(["check-data", str(bad)]) == 2
     out = capsys.readouterr().out
     assert f"{len(planted)} problem(s) in {len(planted)} row(s)" in out
     for row in planted:

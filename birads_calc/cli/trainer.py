@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -26,10 +27,12 @@ from typing import Any, Literal
 import torch
 import yaml
 from jsonargparse import Namespace
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from birads_calc.data.datamodule import BiradsDataModule
@@ -44,6 +47,7 @@ from birads_calc.reporting.reports import (
 )
 from birads_calc.runs import (
     CHECKPOINTS,
+    LAST,
     RunFolderError,
     config_name,
     export_run_dir,
@@ -53,7 +57,18 @@ from birads_calc.runs import (
     run_dir_of_checkpoint,
 )
 from birads_calc.training.callbacks import LastCheckpoint, WandbImages
-from birads_calc.training.guards import NonFiniteLossError
+from birads_calc.training.checkpoints import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    checkpoint_mismatches,
+    checkpoint_settings,
+    cut_short,
+    describe_checkpoint,
+    epochs_trained,
+    read_checkpoint,
+    result_settings,
+)
+from birads_calc.training.guards import NonFiniteLossError, last_checkpoint
 from birads_calc.training.model import BiradsClassifier, PretrainedWeightsError
 
 WANDB_PROJECT = "birads-calc"
@@ -78,6 +93,9 @@ class BiradsCLI(LightningCLI):
         kwargs.setdefault("trainer_defaults", {"callbacks": [LastCheckpoint()]})
         self.run_dir: Path | None = None
         self.checkpoint_choice: str | None = None  # last | best when birads-calc chose the checkpoint
+        self.config_settings: dict[str, Any] = {}  # the config's result-changing settings (checkpoints.py)
+        self.checkpoint: dict[str, Any] | None = None  # --ckpt_path, read once (mmap)
+        self._checkpoint_path: Any = None
         super().__init__(
             model_class=BiradsClassifier,
             datamodule_class=BiradsDataModule,
@@ -112,11 +130,17 @@ class BiradsCLI(LightningCLI):
             "--run_dir", type=Path | None, default=None, help="Exact run folder (default: the next free version)."
         )
         parser.add_argument(
-            "--bootstrap_resamples", type=int, default=1000, help="Patient-level bootstrap resamples for the CIs."
+            "--bootstrap_resamples",
+            type=PositiveInt,
+            default=1000,
+            help="Patient-level bootstrap resamples for the CIs.",
         )
         parser.add_argument("--overlays", type=bool, default=True, help="predict: one overlay PNG per image.")
         parser.add_argument(
-            "--overlay_size", type=int, default=1024, help="predict: longest side of an overlay's mammogram (px)."
+            "--overlay_size",
+            type=PositiveInt,
+            default=1024,
+            help="predict: longest side of an overlay's mammogram (px).",
         )
         parser.add_argument(
             "--predict_dir",
@@ -138,12 +162,22 @@ class BiradsCLI(LightningCLI):
         except PretrainedWeightsError as error:
             self._parser(self.subcommand).error(str(error))
 
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The configured trainer, writing its checkpoints atomically in their own folder (AtomicCheckpointIO)."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default; a user's own stays
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
     def _parse_ckpt_path(self) -> None:
         """Resolve ``--ckpt_path last|best``; LightningCLI then reads the file's hyperparameters (weights-only)."""
         subcommand = self.config.get("subcommand")
         try:
             if subcommand and self.config[subcommand].get("ckpt_path"):
                 self._resolve_checkpoint_keyword(subcommand)
+            if subcommand:  # before Lightning replaces the config's model settings with the checkpoint's
+                self.config_settings = config_settings(self.config[subcommand])
+                self._read_checkpoint(self.config[subcommand])
             super()._parse_ckpt_path()
         except RunFolderError as error:
             self._parser(subcommand).error(str(error))
@@ -161,6 +195,30 @@ class BiradsCLI(LightningCLI):
         except pickle.UnpicklingError as error:
             say(unsafe_checkpoint_message(self.config[subcommand].ckpt_path, error))
             raise SystemExit(1) from None
+        except SystemExit:  # Lightning ends a Ctrl-C'd fit with exit(1) after its graceful shutdown
+            if self.trainer is not None and self.trainer.interrupted:
+                raise interrupted(self.trainer, subcommand) from None
+            raise
+
+    def _read_checkpoint(self, cfg: Namespace) -> None:
+        """Read ``--ckpt_path`` once (refusing a missing, foreign or truncated file) for the checks that follow."""
+        if cfg.get("ckpt_path") and str(cfg.ckpt_path) != str(self._checkpoint_path):
+            self.checkpoint = read_checkpoint(cfg.ckpt_path, weights_only=cfg.get("weights_only") is not False)
+            self._checkpoint_path = cfg.ckpt_path
+
+    def _check_checkpoint(self, cfg: Namespace, run_dir: Path) -> None:
+        """Refuse a checkpoint of another method or scale; announce the one used, warning if its run was short."""
+        self._read_checkpoint(cfg)
+        different = checkpoint_mismatches(self.config_settings, checkpoint_settings(self.checkpoint))
+        if different:
+            raise CheckpointError(
+                f"checkpoint {cfg.ckpt_path} was trained with other settings than this config: "
+                f"{'; '.join(different)}. Give the config it was trained with (its run folder's config.yaml), "
+                "or the checkpoint of this config's run"
+            )
+        say(f"{self.subcommand}: checkpoint {describe_checkpoint(cfg.ckpt_path, self.checkpoint)}")
+        for reason in run_cut_short(run_dir_of_checkpoint(Path(cfg.ckpt_path)), self.checkpoint):
+            say(f"{self.subcommand}: warning: this checkpoint's run was cut short: {reason}")
 
     def _prepare_run(self) -> None:
         subcommand = self.subcommand
@@ -174,6 +232,7 @@ class BiradsCLI(LightningCLI):
             run_dir = self._fit_run_dir(cfg, name)
         else:
             run_dir = self._evaluation_run_dir(cfg, name)
+            self._check_checkpoint(cfg, run_dir)
             cfg.model.pretrained = False  # the weights come from the checkpoint; no ImageNet download needed
         self.run_dir = run_dir
         pin_splits(cfg, run_dir, subcommand)
@@ -331,6 +390,35 @@ def unsafe_checkpoint_message(path: Any, error: Exception) -> str:
     )
 
 
+def config_settings(cfg: Namespace) -> dict[str, Any]:
+    """The config's settings that change results (``model.loss``, ``data.window``, ...; checkpoints.py)."""
+    model, data = cfg.get("model") or Namespace(), cfg.get("data") or Namespace()
+    return result_settings(vars(model), vars(data))
+
+
+def run_cut_short(run_dir: Path | None, checkpoint: dict[str, Any]) -> list[str]:
+    """Why the fit run that wrote a checkpoint was not a full training (its ``config.yaml`` and ``last.ckpt``)."""
+    if run_dir is None or not (run_dir / "config.yaml").is_file():
+        return []
+    trainer = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("trainer") or {}
+    last = run_dir / CHECKPOINTS / LAST
+    epochs = epochs_trained(read_checkpoint(last) if last.is_file() else checkpoint)
+    return cut_short(trainer, epochs)
+
+
+def interrupted(trainer: Trainer, subcommand: str) -> KeyboardInterrupt:
+    """The Ctrl-C of a Lightning command, with where ``fit`` left its last checkpoint and how to resume it."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores further Ctrl-C from here on
+    if subcommand != "fit":
+        return KeyboardInterrupt()
+    last = last_checkpoint(trainer)
+    say(
+        f"fit: interrupted at epoch {trainer.current_epoch}; the last finished epoch is in {last}. "
+        f"Resume with the same command plus --ckpt_path {last if last.endswith('.ckpt') else 'last'}"
+    )
+    return KeyboardInterrupt()
+
+
 def finish_wandb(trainer: Trainer) -> None:
     """Close the command's W&B run: one run per command (job type fit/test/...), also when called in-process."""
     for logger in trainer.loggers:
@@ -398,7 +486,7 @@ def configure_loggers(cfg: Namespace, name: str, run_dir: Path, subcommand: str)
 
 
 def _configure_wandb(init: Namespace, cfg: Namespace, name: str, run_dir: Path, subcommand: str) -> None:
-    loss, attention, alpha = cfg.model.loss, bool(cfg.data.attention), cfg.model.alpha
+    loss, attention, alpha = cfg.model.loss, bool(cfg.data.attention), float(cfg.model.alpha)
     seed = run_seed(run_dir, cfg.seed_everything)
     init.project = init.project or WANDB_PROJECT
     init.group = init.group or wandb_group(loss, attention, alpha)

@@ -32,8 +32,10 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from jsonargparse.typing import PositiveFloat, PositiveInt
 
 from birads_calc.data.dicom import ImageReadError, read_image
 from birads_calc.data.manifest import (
@@ -369,24 +371,20 @@ def _flatten(entries: dict[str, list]) -> dict[str, np.ndarray]:
 def configure_parser(parser) -> None:
     """Options of ``birads-calc prepare`` (use the same values as the data section of the training config)."""
     parser.add_argument("manifest", type=str, help="the manifest CSV")
-    parser.add_argument("--window", type=int, default=400, help="window size in pixels")
-    parser.add_argument("--stride", type=int, default=100, help="grid stride in pixels")
-    parser.add_argument("--pixel_spacing_mm", type=float | None, default=None, help="resample to this spacing")
+    parser.add_argument("--window", type=PositiveInt, default=400, help="window size in pixels")
+    parser.add_argument("--stride", type=PositiveInt, default=100, help="grid stride in pixels")
+    parser.add_argument("--pixel_spacing_mm", type=PositiveFloat | None, default=None, help="resample to this spacing")
     parser.add_argument("--voi", type=str, default="window", choices=["window", "full"], help="DICOM VOI handling")
-    parser.add_argument("--num_classes", type=int, default=6, help="BI-RADS scale: 6 or 4")
+    parser.add_argument("--num_classes", type=Literal[6, 4], default=6, help="BI-RADS scale: 6 or 4")
     parser.add_argument("--skip_bad_rows", type=bool, default=False, help="leave bad rows out (each reported)")
     parser.add_argument("--cache_dir", type=str | None, default=None, help="default: <manifest folder>/.birads_cache")
 
 
 def main(cfg) -> int:
-    """``birads-calc prepare``: build (or confirm) the crop cache; exit 1 with every problem on a bad manifest."""
+    """``birads-calc prepare``: build (or confirm) the crop cache; a bad manifest stops it with every problem."""
     settings = CacheSettings(cfg.window, cfg.stride, cfg.pixel_spacing_mm, cfg.voi, cfg.num_classes, cfg.skip_bad_rows)
     start = time.perf_counter()
-    try:
-        cache = ensure_cache(cfg.manifest, settings, cfg.cache_dir)
-    except ManifestError as error:
-        print(str(error))
-        return 1
+    cache = ensure_cache(cfg.manifest, settings, cfg.cache_dir)  # a bad manifest: the CLI's message, exit code 2
     print(
         f"cache {cache.root}: {len(cache)} lesions, {sum(len(cache.windows(i)) for i in range(len(cache)))} "
         f"training windows, {cache.nbytes / 2**20:.1f} MiB ({time.perf_counter() - start:.1f} s)"

@@ -14,10 +14,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
 import torch
+from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from birads_calc.data.cache import CacheSettings, LesionCache, ensure_cache, find_cache
@@ -118,21 +120,21 @@ class BiradsDataModule(L.LightningDataModule):
     def __init__(
         self,
         manifest: Path | None = None,
-        num_classes: int = 6,
+        num_classes: Literal[6, 4] = 6,
         split_seed: int = 0,
         split_ratios: Sequence[float] = (3, 1, 1),
-        window: int = 400,
-        stride: int = 100,
+        window: PositiveInt = 400,
+        stride: PositiveInt = 100,
         attention: bool = True,
-        batch_size: int = 32,
-        num_workers: int = 2,
+        batch_size: PositiveInt = 32,
+        num_workers: NonNegativeInt = 2,
         balanced_sampling: bool = True,
         augment: bool = True,
         cache_dir: Path | None = None,
-        pixel_spacing_mm: float | None = None,
+        pixel_spacing_mm: PositiveFloat | None = None,
         skip_bad_rows: bool = False,
         pin_memory: bool = True,
-        voi: str = "window",
+        voi: Literal["window", "full"] = "window",
         splits: Path | None = None,
     ):
         super().__init__()

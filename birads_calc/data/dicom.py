@@ -24,6 +24,8 @@ message: errors name the file only.
 
 from __future__ import annotations
 
+from birads_calc.errors import InputError
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +41,7 @@ RASTER_SUFFIXES = frozenset({".png", ".pgm", ".pnm", ".tif", ".tiff", ".bmp", ".
 VOI_MODES = ("window", "full")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(InputError, ValueError):
     """An image file that cannot be used; the message names the file and the reason."""
 
 

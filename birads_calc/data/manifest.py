@@ -13,10 +13,13 @@ without decoding pixels); masks are read whole because an empty mask can only be
 
 from __future__ import annotations
 
+from birads_calc.errors import InputError
+
 import csv
 import logging
 import os
 import warnings
+from typing import Literal
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -91,7 +94,7 @@ class Problem:
         return f"{where}: {self.message}"
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError, ValueError):
     """A manifest that cannot be used; ``.problems`` lists every problem found, not just the first."""
 
     def __init__(self, manifest: str | os.PathLike, problems: list[Problem]):
@@ -419,7 +422,7 @@ def summary(lesions: list[Lesion], num_classes: int) -> dict[str, dict[str, int]
 def configure_parser(parser) -> None:
     """Options of ``birads-calc check-data``."""
     parser.add_argument("manifest", type=str, help="the manifest CSV to validate")
-    parser.add_argument("--num_classes", type=int, default=6, help="BI-RADS scale of the birads column: 6 or 4")
+    parser.add_argument("--num_classes", type=Literal[6, 4], default=6, help="BI-RADS scale of the birads column")
     parser.add_argument(
         "--labels",
         type=str,
@@ -430,12 +433,12 @@ def configure_parser(parser) -> None:
 
 
 def main(cfg) -> int:
-    """``birads-calc check-data``: exit 0 and a summary when the manifest is clean, else every problem and 1."""
+    """``birads-calc check-data``: exit 0 and a summary when the manifest is clean, else every problem and 2."""
     try:
         lesions = read_manifest(cfg.manifest, cfg.num_classes, require_labels=cfg.labels == "required")
     except ManifestError as error:
         print(str(error).rsplit("\nFix them", 1)[0])
-        return 1
+        return error.exit_code
     _print_summary(cfg.manifest, summary(lesions, cfg.num_classes))
     return 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from birads_calc.errors import InputError
+
 import os
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from PIL import Image
 from birads_calc.io import atomic_path
 
 
-class MaskError(ValueError):
+class MaskError(InputError, ValueError):
     """A mask file that cannot be used (unreadable, not 2-D, not binary)."""
 
 

@@ -18,12 +18,15 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from jsonargparse.typing import restricted_number_type
 from torch import nn
 from torch.nn import functional as F
 
 from birads_calc.categories import UNKNOWN, class_to_risk
 
 LossName = Literal["mamse", "mse", "ce"]
+# MAMSE's alpha lies in (0, 1] (Eq. 3); as a type hint, the command line refuses any other value when it is parsed
+MamseAlpha = restricted_number_type("MamseAlpha", float, [(">", 0), ("<=", 1)])
 
 
 def _float32(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:

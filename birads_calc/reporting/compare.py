@@ -40,6 +40,7 @@ import numpy as np
 from jsonargparse import ArgumentParser, Namespace
 
 from birads_calc.categories import PATHOLOGY_VALUES, scale
+from birads_calc.errors import InputError
 from birads_calc.io import atomic_path, write_json
 from birads_calc.metrics import UndefinedMetricWarning, metric_on_resamples
 from birads_calc.metrics.functional import malignancy_adjusted_qwk, quadratic_weighted_kappa
@@ -51,7 +52,7 @@ LEVEL = 0.95
 DISTINGUISHABLE, NOT_DISTINGUISHABLE = "distinguishable", "not distinguishable"
 
 
-class CompareError(ValueError):
+class CompareError(InputError, ValueError):
     """A run that cannot be compared; the message names the path and the problem."""
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from birads_calc.errors import BiradsError
 from birads_calc.training.callbacks import LastCheckpoint
 
 MAX_NAMED_LESIONS = 20  # a message, not a dump: the rest is counted
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(BiradsError, RuntimeError):
     """The training loss became NaN or infinite; training stopped before the weights were touched."""
 
 
@@ -41,7 +42,7 @@ def check_finite_loss(loss: torch.Tensor, batch: dict[str, torch.Tensor], traine
     if trainer is not None:
         batch_idx = trainer.fit_loop.epoch_loop.batch_progress.current.ready - 1
         where = f" at epoch {trainer.current_epoch}, batch {batch_idx} (global step {trainer.global_step})"
-        last = _last_checkpoint(trainer)
+        last = last_checkpoint(trainer)
     raise NonFiniteLossError(
         f"training stopped: {value}{where}; the weights were not updated with it. Batch lesions: "
         f"{describe_batch(batch, trainer)}. The last good checkpoint is {last}. Check these rows' images "
@@ -74,7 +75,7 @@ def describe_batch(batch: dict[str, torch.Tensor], trainer: L.Trainer | None = N
     return shown + (f"; and {len(parts) - MAX_NAMED_LESIONS} more" if len(parts) > MAX_NAMED_LESIONS else "")
 
 
-def _last_checkpoint(trainer: L.Trainer) -> str:
+def last_checkpoint(trainer: L.Trainer) -> str:
     """The newest end-of-epoch checkpoint this run wrote (``last.ckpt``), or a note that there is none yet."""
     for callback in trainer.checkpoint_callbacks:
         path = callback.best_model_path if isinstance(callback, LastCheckpoint) else callback.last_model_path

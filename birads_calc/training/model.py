@@ -28,7 +28,8 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from birads_calc.categories import class_to_risk, risk_to_class, scale
-from birads_calc.losses import LossName, build_loss
+from birads_calc.errors import InputError
+from birads_calc.losses import LossName, MamseAlpha, build_loss
 from birads_calc.metrics import MalignancyAdjustedQWK, QuadraticWeightedKappa
 from birads_calc.training.guards import check_finite_loss
 
@@ -44,7 +45,7 @@ PREDICTION_DTYPES = {
 PREDICTION_KEYS = tuple(PREDICTION_DTYPES)
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(InputError, RuntimeError):
     """ImageNet weights were asked for but can be had neither from the network nor from a local file."""
 
 
@@ -79,7 +80,7 @@ class BiradsClassifier(L.LightningModule):
         backbone: str = "resnet18",
         num_classes: int = 6,
         loss: LossName = "mamse",
-        alpha: float = 0.2,
+        alpha: MamseAlpha = 0.2,
         pretrained: bool = True,
         weights_path: str | None = None,
         channels_last: bool = False,

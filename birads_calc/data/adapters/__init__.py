@@ -16,6 +16,8 @@ do: ``<out folder>/masks/<format>/...``) and absolute otherwise (the images stay
 
 from __future__ import annotations
 
+from birads_calc.errors import InputError
+
 import importlib
 import os
 import sys
@@ -42,7 +44,7 @@ NOT_CONVERTED_COLUMNS: tuple[str, ...] = ("source", "reason", "detail")
 EXAMPLES_PER_REASON = 3
 
 
-class ConversionError(RuntimeError):
+class ConversionError(InputError, RuntimeError):
     """The source cannot be converted at all (missing folder or table, unreadable table)."""
 
 

@@ -1,0 +1,150 @@
+"""Checkpoints: read one safely, tell whether it fits the config, describe it, and write it atomically.
+
+* :func:`read_checkpoint` refuses, with the path and what to do, a file that is missing, a folder, or not a whole
+  PyTorch checkpoint (a text file, or one cut short by a full disk) before torch or Lightning meet it.
+* :func:`checkpoint_mismatches` compares what changes results (loss/head, MAMSE alpha, number of classes,
+  attention channels, window, backbone) between a checkpoint and the config it is about to be used with: Lightning
+  would otherwise take the model's settings from the checkpoint and the data's from the config without a word.
+* :func:`describe_checkpoint` / :func:`cut_short` give the epochs and validation QWK of a checkpoint and whether
+  its run was a shortened one (``fast_dev_run``, ``limit_train_batches``, fewer epochs than asked).
+* :class:`AtomicCheckpointIO`: Lightning writes a checkpoint to a temporary file in the system temp folder and
+  copies it across file systems onto its real name, so a full disk leaves a truncated ``best.ckpt``; this plugin
+  writes it to a temporary file in the checkpoint's own folder and renames it (``birads_calc.io.atomic_path``).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from birads_calc.errors import InputError
+from birads_calc.io import atomic_path
+
+VAL_QWK = "val_qwk"
+
+
+class CheckpointError(InputError):
+    """A checkpoint that cannot be used (missing, not a checkpoint, cut short, or of another method/scale)."""
+
+
+def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict[str, Any]:
+    """Load a checkpoint on the CPU without reading its tensors into memory (``mmap``).
+
+    Raises:
+        CheckpointError: the path is missing, a folder, or not a whole PyTorch checkpoint (a zip archive).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"--ckpt_path {path}: file not found")
+    if path.is_dir():
+        raise CheckpointError(
+            f"--ckpt_path {path}: is a folder; give the .ckpt file (e.g. <run>/checkpoints/last.ckpt)"
+        )
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"--ckpt_path {path}: not a PyTorch checkpoint, or one cut short (e.g. by a full disk); give a .ckpt "
+            "file written by 'birads-calc fit'"
+        )
+    return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+
+
+def checkpoint_settings(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of a checkpoint that change results, as ``{"model.loss": ..., "data.window": ...}``."""
+    model = checkpoint.get("hyper_parameters") or {}
+    data = checkpoint.get("datamodule_hyper_parameters") or {}
+    return result_settings(model, data)
+
+
+def result_settings(model: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that change results, from model and data module arguments (absent ones are left out)."""
+    settings = {
+        "model.loss": model.get("loss"),
+        "model.alpha": model.get("alpha") if model.get("loss") == "mamse" else None,
+        "model.backbone": model.get("backbone"),
+        "data.num_classes": data.get("num_classes", model.get("num_classes")),
+        "data.attention": data.get("attention"),
+        "data.window": data.get("window"),
+    }
+    return {key: value for key, value in settings.items() if value is not None}
+
+
+def checkpoint_mismatches(config: Mapping[str, Any], checkpoint: Mapping[str, Any]) -> list[str]:
+    """``"data.attention: config false, checkpoint true"`` for each setting in both that differs."""
+    found = []
+    for key, value in config.items():
+        saved = checkpoint.get(key)
+        if saved is not None and not _same(value, saved):
+            found.append(f"{key}: config {_show(value)}, checkpoint {_show(saved)}")
+    return found
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
+        return abs(float(a) - float(b)) < 1e-9
+    return a == b
+
+
+def _show(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def validation_qwk(checkpoint: Mapping[str, Any]) -> float | None:
+    """The validation QWK measured at the epoch the checkpoint was saved (from the val_qwk checkpoint callback)."""
+    for state in (checkpoint.get("callbacks") or {}).values():
+        if isinstance(state, Mapping) and state.get("monitor") == VAL_QWK and state.get("current_score") is not None:
+            return float(state["current_score"])
+    return None
+
+
+def epochs_trained(checkpoint: Mapping[str, Any]) -> int:
+    """Finished epochs when the checkpoint was written (Lightning saves at epoch end, before counting it)."""
+    return int(checkpoint.get("epoch", -1)) + 1
+
+
+def describe_checkpoint(path: str | os.PathLike, checkpoint: Mapping[str, Any]) -> str:
+    """``<path> (after epoch 10, global step 480, validation QWK 0.7293)``."""
+    qwk = validation_qwk(checkpoint)
+    score = f", validation QWK {qwk:.4f}" if qwk is not None else ", no validation QWK recorded"
+    return f"{path} (after epoch {epochs_trained(checkpoint)}, global step {checkpoint.get('global_step', '?')}{score})"
+
+
+def cut_short(trainer: Mapping[str, Any], epochs_run: int | None) -> list[str]:
+    """Why a run's checkpoints are not a full training, from the run's ``fit`` trainer settings.
+
+    Args:
+        trainer: the ``trainer`` section of the run's saved ``config.yaml``.
+        epochs_run: epochs the run finished (its ``last.ckpt``), ``None`` when unknown.
+    """
+    reasons = []
+    if trainer.get("fast_dev_run"):
+        reasons.append(f"fast_dev_run was {trainer['fast_dev_run']} (a smoke test, not a training)")
+    for key in ("limit_train_batches", "limit_val_batches"):
+        value = trainer.get(key)
+        if value is not None and value != 1.0:
+            reasons.append(f"{key} was {value} (not the whole split)")
+    max_epochs = trainer.get("max_epochs")
+    if epochs_run is not None and max_epochs not in (None, -1) and epochs_run < int(max_epochs):
+        reasons.append(f"it stopped after {epochs_run} of max_epochs {max_epochs} (stopped early or interrupted)")
+    return reasons
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint writer, but each file is written beside its final name and renamed into place.
+
+    A full disk or a kill mid-write leaves the previous good checkpoint (or none), never a truncated file under the
+    real name. Remote paths (``s3://``...) keep Lightning's own writer.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if not _is_local_file_protocol(str(path)):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+        return None
