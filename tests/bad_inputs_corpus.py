@@ -767,7 +767,8 @@ def _other_method(command: str, config: str, *extra: str, words: tuple[str, ...]
 
 def _no_run_yet(command: str):
     def build(root: Path, trained: Trained) -> tuple[list[str], tuple[str, ...]]:
-        return trainer_args(command, trained, runs=root / "runs"), ("no best checkpoint", "fit")
+        words = ("checkpoint of config 'proposed'", "birads-calc fit")
+        return trainer_args(command, trained, runs=root / "runs"), words
 
     return build
 
