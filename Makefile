@@ -25,8 +25,8 @@ demo: install
 	test -f $(DEMO_DIR)/manifest.csv || $(BIN)/birads-calc synth --out $(DEMO_DIR) --patients 100 --seed 0
 	WANDB_MODE=offline $(BIN)/birads-calc fit --config configs/proposed.yaml --config configs/demo.yaml --data.manifest $(DEMO_DIR)/manifest.csv
 	WANDB_MODE=offline $(BIN)/birads-calc test --config configs/proposed.yaml --config configs/demo.yaml --data.manifest $(DEMO_DIR)/manifest.csv
-	$(BIN)/birads-calc compare runs/demo --out runs/demo/compare
-	@echo "demo: data in $(DEMO_DIR); run folder $$(ls -td runs/demo/version_* | head -1) (metrics.json, predictions.csv, checkpoints/, metrics.csv); table and chart in runs/demo/compare"
+	$(BIN)/birads-calc compare runs/proposed --out runs/proposed/compare
+	@echo "demo: data in $(DEMO_DIR); run folder $$(ls -td runs/proposed/version_* | head -1) (metrics.json, predictions.csv, checkpoints/, metrics.csv); table and chart in runs/proposed/compare"
 
 # 6 Table 3 rows + 6 more alphas, 3 training seeds each (36 runs), 8 epochs: sized for 2 idle cores in 90 min
 reproduce: install

@@ -21,6 +21,7 @@ from birads_calc.errors import InputError
 RUN_DIR_ENV = "BIRADS_RUN_DIR"
 CHECKPOINTS = "checkpoints"
 BEST, LAST = "best.ckpt", "last.ckpt"
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 _VERSION = re.compile(r"^version_(\d+)$")
 
 
@@ -28,10 +29,30 @@ class RunFolderError(InputError, RuntimeError):
     """No usable run folder or checkpoint."""
 
 
-def config_name(config_paths: Sequence[str | os.PathLike] | None) -> str:
-    """Run group name: the stem of the last ``--config`` file (``configs/proposed.yaml`` -> ``proposed``)."""
+def config_name(config_paths: Sequence[str | os.PathLike] | None, command_line: Sequence[str] = ()) -> str:
+    """Run group name: the stem of the method's config (``configs/proposed.yaml`` -> ``proposed``).
+
+    The method's config is the first ``--config`` of the command line; later ones are overlays (``--config
+    configs/mse.yaml --config configs/demo.yaml`` -> ``mse``), so an overlay never merges several methods into
+    one folder. Without a command line, the last of ``config_paths`` (the files as parsed, includes first).
+    """
+    first = first_config_argument(command_line)
+    if first is not None:
+        return Path(first).stem
     paths = [p for p in (config_paths or []) if p is not None]
     return Path(str(paths[-1])).stem if paths else "default"
+
+
+def first_config_argument(command_line: Sequence[str]) -> str | None:
+    """The first ``--config FILE`` / ``--config=FILE`` / ``-c FILE`` naming a config file, or ``None``."""
+    args = [str(a) for a in command_line]
+    for i, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith("--config=") else None
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            value = args[i + 1]
+        if value is not None and Path(value).suffix.lower() in CONFIG_SUFFIXES:
+            return value
+    return None
 
 
 def next_version(root: Path, name: str) -> Path:

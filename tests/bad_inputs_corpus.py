@@ -137,10 +137,11 @@ def mask_case(write: Callable[[Path], object], fragments: tuple[str, ...], name:
         path = root / "masks" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         write(path)
-        reader = extra.pop("reader", "mask")
+        reader = extra.get("reader", "mask")  # not pop: the case is built again by test_counts
         built = row_case(root, fragments, mask=f"masks/{name}", at_fault="mask", reader=reader)
         for key, value in extra.items():
-            setattr(built, key, value)
+            if key != "reader":
+                setattr(built, key, value)
         return built
 
     return build
@@ -181,6 +182,17 @@ def _edit_dicom(path: Path, edit: Callable[[pydicom.Dataset], None]) -> None:
 def _truncate(path: Path) -> None:
     good_dicom(path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size - 3000])
+
+
+def _decimal_comma_window(path: Path) -> None:
+    """WindowCenter written with a decimal comma (``8412,2``), as some exports do: the raw DS bytes are patched,
+    since pydicom refuses to write such a value."""
+    good_dicom(path, window=(2000.0, 4000.0))
+    raw = path.read_bytes()
+    at = raw.index(bytes.fromhex("28005010") + b"DS")  # (0028,1050) WindowCenter, explicit VR little endian
+    length = int.from_bytes(raw[at + 6 : at + 8], "little")
+    value = b"8412,2"
+    path.write_bytes(raw[: at + 6] + len(value).to_bytes(2, "little") + value + raw[at + 8 + length :])
 
 
 def _without_pixels(ds: pydicom.Dataset) -> None:
@@ -379,6 +391,15 @@ def _too_many_cells(root: Path) -> Built:
     return built
 
 
+def _too_few_cells(root: Path) -> Built:
+    built = row_case(root, ())
+    with built.manifest.open("a") as f:
+        f.write("D,images/A.dcm,masks/C.png,2\n")  # 4 of the 9 columns: an export that dropped trailing cells
+    built.row, built.file, built.rows = 4, built.manifest, 4
+    built.fragments = ("5 cell(s) fewer than the header has columns", "lesion_id, laterality, view, split")
+    return built
+
+
 def _empty_mask_file(path: Path) -> None:
     write_mask(path, np.zeros((SIZE, SIZE), bool))
 
@@ -409,6 +430,11 @@ CASES: list[Case] = [
             lambda p: _plain_dicom(p, _stored_with_lesion(3000, 1000), bits_stored=12, frames=3),
             ("multi-frame", "not supported"),
         ),
+    ),
+    Case(
+        "window_centre_decimal_comma",
+        "WindowCenter '8412,2' (a decimal comma)",
+        image_case(_decimal_comma_window, ("WindowCenter is not a number", "'8412,2'")),
     ),
     Case(
         "no_pixel_data",
@@ -587,6 +613,7 @@ CASES: list[Case] = [
     Case("unknown_pathology", 'pathology "maybe"', cell_case(("pathology",), pathology="maybe")),
     Case("empty_patient_id", "empty patient_id", cell_case(("empty cell",), patient_id="")),
     Case("too_many_cells", "unquoted comma: more cells than columns", _too_many_cells),
+    Case("too_few_cells", "a row with fewer cells than columns", _too_few_cells),
     Case(
         "absolute_paths",
         "valid: absolute image and mask paths",
@@ -796,6 +823,7 @@ COMMAND_CASES: list[CommandCase] = [
     CommandCase("fit_latin1", "fit: Latin-1 manifest", "fit", _corpus("latin1_manifest", "fit")),
     CommandCase("fit_two_splits", "fit: a patient in two splits", "fit", _corpus("patient_in_two_splits", "fit")),
     CommandCase("fit_xlsx", "fit: a workbook named .csv", "fit", _corpus("xlsx_as_csv", "fit")),
+    CommandCase("fit_window_comma", "fit: WindowCenter '8412,2'", "fit", _corpus("window_centre_decimal_comma", "fit")),
     CommandCase("test_not_a_dicom", "test: a text file named .dcm", "test", _corpus("not_a_dicom", "test")),
     CommandCase("test_header_only", "test: a manifest without rows", "test", _corpus("header_only", "test")),
     CommandCase("validate_empty_mask", "validate: an empty mask", "validate", _corpus("empty_mask", "validate")),
@@ -811,6 +839,12 @@ COMMAND_CASES: list[CommandCase] = [
     CommandCase("fit_stride_0", "--data.stride 0", "fit", _option("fit", "data.stride", "0")),
     CommandCase("fit_num_classes_5", "--data.num_classes 5", "fit", _option("fit", "data.num_classes", "5")),
     CommandCase("fit_voi_unknown", "--data.voi bogus", "fit", _option("fit", "data.voi", "bogus")),
+    CommandCase(
+        "fit_unknown_backbone",
+        "--model.backbone resnet19",
+        "fit",
+        _option("fit", "model.backbone", "resnet19", "unknown timm backbone"),
+    ),
     CommandCase("fit_workers_negative", "--data.num_workers -1", "fit", _option("fit", "data.num_workers", "-1")),
     CommandCase("test_resamples_0", "--bootstrap_resamples 0", "test", _option("test", "bootstrap_resamples", "0")),
     CommandCase("predict_overlay_size_0", "--overlay_size 0", "predict", _option("predict", "overlay_size", "0")),
@@ -858,7 +892,19 @@ COMMAND_CASES: list[CommandCase] = [
     CommandCase(
         "predict_dir_unusable", "--predict_dir under a file", "predict", _under_a_file("predict", "predict_dir")
     ),
+    CommandCase(
+        "fit_stride_above_window",
+        "--data.stride larger than --data.window",
+        "fit",
+        _option("fit", "data.stride", "48", "stride 48 is larger than window 32"),
+    ),
     # prepare's own options
+    CommandCase(
+        "prepare_stride_above_window",
+        "prepare --stride 64 --window 32",
+        "prepare",
+        _prepare("--window=32", "--stride=64", words=("stride 64 is larger than window 32",)),
+    ),
     CommandCase("prepare_stride_0", "prepare --stride 0", "prepare", _prepare("--stride=0", words=("stride", "0"))),
     CommandCase(
         "prepare_num_classes_5",

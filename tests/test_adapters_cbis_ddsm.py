@@ -34,22 +34,32 @@ def test_real_csvs_parse_every_row_and_strip_the_quoted_newline(shared_data):
         assert len({c.roi_folder for c in cases}) == len(cases)  # one ROI folder per row: a unique lesion id
 
 
-def test_real_csv_labels_match_independent_counts(shared_data):
-    """Four-class label and pathology of every row, against counts taken straight from the CSV columns."""
+@pytest.mark.parametrize("without_callback", ["unknown", "benign"])
+def test_real_csv_labels_match_independent_counts(shared_data, without_callback):
+    """Four-class label and pathology of every row, against counts taken straight from the CSV columns.
+
+    BENIGN_WITHOUT_CALLBACK (not recalled, never biopsied) is unknown pathology by default (the paper's rule: no
+    biopsy -> 0.5) and benign only when asked; 541 of the 1,872 rows are such."""
     expected, produced = Counter(), Counter()
-    benign = {"BENIGN", "BENIGN_WITHOUT_CALLBACK"}
+    callback = {"MALIGNANT": "malignant", "BENIGN": "benign", "BENIGN_WITHOUT_CALLBACK": ""}
+    if without_callback == "benign":
+        callback["BENIGN_WITHOUT_CALLBACK"] = "benign"
+    total = without = 0
     for split, name in REAL_CSVS.items():
         path = shared_data / "cbis-ddsm" / name
         for r in raw_rows(path):
+            total += 1
+            without += r["pathology"] == "BENIGN_WITHOUT_CALLBACK"
             if r["assessment"] != "0":
-                pathology = "benign" if r["pathology"] in benign else "malignant"
-                expected[split, r["assessment"], pathology] += 1
+                expected[split, r["assessment"], callback[r["pathology"]]] += 1
         for case in cbis_ddsm.read_cases(path, split):
             if case.assessment != "0":
-                produced[(split, *cbis_ddsm.labels(case))] += 1
+                produced[(split, *cbis_ddsm.labels(case, without_callback))] += 1
     assert produced == expected
+    assert (without, total) == (541, 1872)
     # the published class balance, as a sanity anchor on the independent count itself
-    assert expected["train", "2", "benign"] == 481 and expected["test", "4", "malignant"] == 66
+    assert expected["test", "4", "malignant"] == 66
+    assert expected["train", "2", "benign"] + expected["train", "2", ""] == 481  # benign + not recalled
 
 
 def test_csv_only_folder_reports_every_row_with_exact_counts(shared_data, tmp_path, capsys):
@@ -119,7 +129,7 @@ def test_fake_tcia_download_converts_with_masks_found_by_content(fake_tcia, tmp_
         image = Path(row["image"])
         assert image.is_absolute() and image.parent.parent.parent.name == case["folder"]
         assert row["birads"] == str(case["assessment"]) and row["patient_id"] == case["patient"]
-        assert row["pathology"] == ("malignant" if case["pathology"] == "MALIGNANT" else "benign")
+        assert row["pathology"] == {"MALIGNANT": "malignant", "BENIGN": "benign"}.get(case["pathology"], "")
         assert row["split"] == ("test" if "Test" in case["folder"] else "train")
         assert row["laterality"] == case["folder"].split("_")[-2][0]
         assert row["view"] == case["folder"].split("_")[-1]
@@ -186,3 +196,14 @@ def test_real_rle_dicom_joins_its_csv_row(shared_data, tmp_path):
     assert converted["pathology"] == "benign" and converted["lesion_id"] == "Mass-Test_P_00820_RIGHT_CC_1"
     assert read_mask(tmp_path / converted["mask"]).sum() == 100 * 150
     assert len(result.not_converted) == len(cbis_ddsm.read_cases(mass_csv, "test")) - 1
+
+
+@pytest.mark.parametrize(("option", "expected"), [([], ""), (["--without_callback", "benign"], "benign")])
+def test_benign_without_callback_is_unknown_unless_asked(fake_tcia, tmp_path, option, expected):
+    """Case 3 (BENIGN_WITHOUT_CALLBACK: not recalled, no biopsy): empty pathology (0.5) by default."""
+    src, _ = fake_tcia
+    out = tmp_path / "out" / "manifest.csv"
+    assert cli(["convert", "cbis-ddsm", "--src", str(src), "--out", str(out), "--val_fraction", "0", *option]) == 0
+    rows = {r["lesion_id"]: r for r in raw_rows(out)}
+    assert rows["Calc-Training_P_00002_RIGHT_MLO_1"]["pathology"] == expected
+    assert rows["Calc-Training_P_00001_LEFT_CC_2"]["pathology"] == "benign"  # BENIGN: biopsy-proven, unchanged

@@ -114,3 +114,33 @@ def test_finding_categories_parse_python_list_literals():
     ]
     with pytest.raises(ValueError):
         vindr.categories({"finding_categories": "'Mass'"})
+
+
+def test_validation_split_nan_boxes_and_unknown_splits_are_each_accounted_for(tmp_path):
+    """The release's ``validation`` split becomes ``val`` (no extra val is then carved); a ``nan`` box coordinate
+    and an unknown split are listed in the not-converted file with their rows, never abort nor vanish."""
+    src = tmp_path / "vindr"
+    pixels, _ = image_with_specks(np.random.default_rng(0))
+    for study in ("st1", "st2", "st3"):
+        write_dicom(src / "images" / study / f"{study}.dicom", pixels, bits_stored=12, window=(2200, 2000))
+    box_a = (-3.25, 12.5, 45.75, 70.1)
+    calc = ["Suspicious Calcification"]
+    rows = [
+        row("st1", "st1", calc, "BI-RADS 4", box_a),  # row 1: train
+        row("st2", "st2", calc, "BI-RADS 4", box_a, split="validation"),  # row 2: val
+        row("st3", "st3", calc, "BI-RADS 4", (float("nan"), 12.5, 45.75, 70.1), split="test"),  # row 3
+        row("st3", "st3", calc, "BI-RADS 4", box_a, split="holdout"),  # row 4
+        row("st3", "st3", calc, "BI-RADS 5", box_a, split="test"),  # row 5: test
+    ]
+    write_vindr_csv(src / "finding_annotations.csv", rows)
+    out = tmp_path / "out" / "manifest.csv"
+    assert cli(["convert", "vindr-mammo", "--src", str(src), "--out", str(out), "--val_fraction", "0.5"]) == 0
+    assert [(r["patient_id"], r["split"]) for r in read(out)] == [("st1", "train"), ("st2", "val"), ("st3", "test")]
+    skipped = {n["source"]: (n["reason"], n["detail"]) for n in read(out.with_name("manifest.not_converted.csv"))}
+    assert set(skipped) == {"finding_annotations.csv row 3", "finding_annotations.csv row 4"}
+    assert skipped["finding_annotations.csv row 3"][0] == "size or box coordinates are not numbers"
+    assert "nan" in skipped["finding_annotations.csv row 3"][1]
+    assert skipped["finding_annotations.csv row 4"] == (
+        "unknown split (expected training, validation or test)",
+        "'holdout'",
+    )

@@ -16,6 +16,7 @@ row kept. With ``skip_bad_rows`` the bad row is left out and named in the warnin
 | no_pixel_data | DICOM without PixelData | error: no PixelData |
 | rows_exceed_pixels | Rows larger than the pixel data holds | error: truncated, pixel data needs N bytes |
 | columns_disagree | Columns smaller than the pixel data | error: header does not describe the pixels |
+| window_centre_decimal_comma | WindowCenter "8412,2" | error: WindowCenter is not a number (check-data too) |
 | colour_png_image | RGB PNG as the mammogram | error: colour image |
 | nan_tiff / inf_tiff | float TIFF holding NaN / +inf | error: non-finite (check-data included) |
 | image_missing / image_is_folder | image absent / a folder | error: file not found / is a folder |
@@ -35,6 +36,7 @@ row kept. With ``skip_bad_rows`` the bad row is left out and named in the warnin
 | duplicate_row / path_escapes | row 3 = row 1 / ../outside.dcm | error: duplicate of row 1 / escapes |
 | patient_in_two_splits / unknown_split | train and test / "validation" | error naming both rows / unknown split |
 | unknown_pathology / empty_patient_id / too_many_cells | "maybe" / "" / unquoted comma | error with row |
+| too_few_cells | a row of 4 cells under a 9-column header | error: 5 cell(s) fewer than the header, naming them |
 | absolute_paths | absolute image and mask | valid |
 | header_only / zero_byte_manifest | no rows / empty file | error: no data rows / missing required column |
 | missing_column / semicolon_csv / column_twice | no mask column / ';' export / birads twice | error |
@@ -47,7 +49,7 @@ to ``fit``/``validate``/``test``/``predict``, invalid hyperparameters, bad ``--c
 ``predict`` before any ``fit``, and output folders that cannot be made; each must exit 2 with one message naming
 the option, file or row and no traceback (``test_command_fails_cleanly``).
 
-Counts (asserted by ``test_counts`` from the outcomes, :data:`COUNTS`): 56 bad inputs tried, 45 handled with a
+Counts (asserted by ``test_counts`` from the outcomes, :data:`COUNTS`): 58 bad inputs tried, 47 handled with a
 clear error, 11 handled correctly as valid, 0 crashes. Every case's outputs (messages, cache files) are also
 searched for the canary identity the corpus DICOMs carry: none found.
 """
@@ -81,7 +83,7 @@ from tests.privacy import find_leaks
 from tests.training_helpers import TINY_OVERRIDES, single_torch_thread  # noqa: F401 (autouse)
 
 # bad inputs tried, handled with a clear error, handled correctly as valid, crashes
-COUNTS = {"tried": 56, "clear_error": 45, "valid": 11, "crashes": 0}
+COUNTS = {"tried": 58, "clear_error": 47, "valid": 11, "crashes": 0}
 
 # the identity tests/factories.py writes into every DICOM (name in both spellings, birth date, accession number)
 CANARY = {CANARY_NAME, CANARY_NAME.replace("^", " "), "19700101", "ACC-CANARY-1"}
@@ -215,6 +217,7 @@ def test_case_through_every_entry_point(case, tmp_path, capsys):
             "label_6",
             "grey_mask",
             "truncated_dicom",
+            "window_centre_decimal_comma",
             "patient_in_two_splits",
             "mask_other_size",
         }
@@ -246,9 +249,14 @@ def test_counts(tmp_path_factory, capsys):
         elif all(o in ("error", "valid") for o in outcomes.values()) and "error" in outcomes.values():
             errors += 1
     found = {"tried": len(CASES), "clear_error": errors, "valid": valid, "crashes": crashes}
+    odd = {
+        c.name: _outcomes[c.name]
+        for c in CASES
+        if any(o not in ("error", "valid", "ok") for o in _outcomes[c.name].values())
+    }
     with capsys.disabled():
         print(f"\nbad-input corpus: {found}")
-    assert found == COUNTS
+    assert found == COUNTS, odd
     assert set().union(*(o.keys() for o in _outcomes.values())) == {*ENTRY_POINTS, "privacy"}
     assert all(_outcomes[c.name]["privacy"] == "ok" for c in CASES)
 
@@ -316,3 +324,18 @@ def test_ctrl_c_during_fit_says_where_last_ckpt_is_and_how_to_resume(trained, tm
     assert code == 130 and "Traceback" not in text, text
     assert f"the last finished epoch is in {last}" in text and f"--ckpt_path {last}" in text, text
     assert last.is_file()
+
+
+def test_a_window_smaller_than_the_lesions_is_warned_with_the_numbers(tmp_path):
+    """The corpus lesions are discs of radius 4 (9 x 9 px): a 6 px window cuts every one, and the warning says how
+    many, the largest, and the window that would hold them all."""
+    from birads_calc.data.cache import CacheSettings, LesionSizeWarning, ensure_cache
+    from tests.bad_inputs_corpus import good_rows
+    from tests.factories import write_manifest
+
+    manifest = write_manifest(tmp_path / "manifest.csv", good_rows(tmp_path))
+    with pytest.warns(LesionSizeWarning) as caught:
+        ensure_cache(manifest, CacheSettings(window=6, stride=6), tmp_path / "cache")
+    message = str(caught[0].message)
+    assert "2 of 2 lesion(s) are larger than the 6 px window" in message and "largest: 9 x 9 px, row 1" in message
+    assert "a window of at least 9 px holds every lesion" in message

@@ -74,7 +74,12 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 def test_proposed_config_holds_the_paper_recipe(capsys):
     cfg = printed_config(CONFIGS_DIR / "proposed.yaml", capsys)
     model, data, trainer = cfg["model"], cfg["data"], cfg["trainer"]
-    assert (model["backbone"], model["pretrained"], model["loss"], model["alpha"]) == ("resnet18", True, "mamse", 0.2)
+    assert (model["backbone"], model["pretrained"], model["loss"], model["alpha"]) == (
+        "resnet18.tv_in1k",
+        True,
+        "mamse",
+        0.2,
+    )
     assert model["optimizer"]["class_path"] == "torch.optim.SGD"
     assert model["optimizer"]["init_args"]["lr"] == 0.001 and model["optimizer"]["init_args"]["momentum"] == 0.99
     assert model["lr_scheduler"]["class_path"] == "torch.optim.lr_scheduler.StepLR"

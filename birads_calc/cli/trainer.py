@@ -36,6 +36,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from birads_calc.data.datamodule import BiradsDataModule
+from birads_calc.data.roi import check_grid
 from birads_calc.data.splits import SPLITS_FILE, SplitError
 from birads_calc.reporting.reports import (
     RunInfo,
@@ -96,6 +97,7 @@ class BiradsCLI(LightningCLI):
         self.config_settings: dict[str, Any] = {}  # the config's result-changing settings (checkpoints.py)
         self.checkpoint: dict[str, Any] | None = None  # --ckpt_path, read once (mmap)
         self._checkpoint_path: Any = None
+        self.command_line: list[str] = []
         super().__init__(
             model_class=BiradsClassifier,
             datamodule_class=BiradsDataModule,
@@ -162,6 +164,16 @@ class BiradsCLI(LightningCLI):
         except PretrainedWeightsError as error:
             self._parser(self.subcommand).error(str(error))
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse as LightningCLI does, keeping the command line: its first ``--config`` names the run folder."""
+        if args is None or isinstance(args, list | tuple):
+            self.command_line = list(sys.argv[1:] if args is None else args)
+        super().parse_arguments(parser, args)
+
+    def run_name(self, cfg: Namespace) -> str:
+        """The run group: the method's config, the first ``--config`` (an overlay such as demo.yaml never is)."""
+        return config_name(cfg.get("config"), self.command_line)
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The configured trainer, writing its checkpoints atomically in their own folder (AtomicCheckpointIO)."""
         trainer = super().instantiate_trainer(**kwargs)
@@ -223,7 +235,8 @@ class BiradsCLI(LightningCLI):
     def _prepare_run(self) -> None:
         subcommand = self.subcommand
         cfg = self.config[subcommand]
-        name = config_name(cfg.get("config"))
+        check_grid(cfg.data.window, cfg.data.stride)  # before anything is built or written
+        name = self.run_name(cfg)
         for change in cpu_fallback(cfg.trainer):
             say(change)
         if cfg.get("weights_only") is None:
@@ -246,7 +259,7 @@ class BiradsCLI(LightningCLI):
         cfg = self.config[subcommand]
         finder = {"last": newest_last_checkpoint, "best": newest_best_checkpoint}.get(str(cfg.ckpt_path))
         if finder is not None:
-            keyword, cfg.ckpt_path = cfg.ckpt_path, str(finder(Path(cfg.runs_root), config_name(cfg.get("config"))))
+            keyword, cfg.ckpt_path = cfg.ckpt_path, str(finder(Path(cfg.runs_root), self.run_name(cfg)))
             self.checkpoint_choice = str(keyword)
             say(f"{subcommand}: --ckpt_path {keyword}: {cfg.ckpt_path}")
 
@@ -311,7 +324,7 @@ class BiradsCLI(LightningCLI):
     def _write_test_reports(self) -> None:
         cfg, hp = self.config[self.subcommand], self.model.hparams
         info = RunInfo(
-            config=config_name(cfg.get("config")),
+            config=self.run_name(cfg),
             loss=hp.loss,
             attention=bool(self.datamodule.hparams.attention),
             alpha=hp.alpha if hp.loss == "mamse" else None,

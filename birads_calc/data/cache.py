@@ -48,7 +48,17 @@ from birads_calc.data.manifest import (
     without_path,
 )
 from birads_calc.data.masks import read_mask
-from birads_calc.data.roi import bounding_box, centred_window, context_box, crop, grid_windows, pack_masks, to_pixels
+from birads_calc.data.roi import (
+    bounding_box,
+    centred_window,
+    check_grid,
+    context_box,
+    crop,
+    grid_windows,
+    oversized_lesions,
+    pack_masks,
+    to_pixels,
+)
 from birads_calc.io import write_json
 
 log = logging.getLogger(__name__)
@@ -57,6 +67,10 @@ CACHE_VERSION = 1
 DEFAULT_DIRNAME = ".birads_cache"
 PARTIAL_SUFFIX = ".partial"
 OWNER_FILE = "owner"
+
+
+class LesionSizeWarning(UserWarning):
+    """Lesions larger than the window: the window cuts them (the warning gives the numbers)."""
 
 
 @dataclass(frozen=True)
@@ -71,8 +85,7 @@ class CacheSettings:
     skip_bad_rows: bool = False
 
     def __post_init__(self):
-        if self.window <= 0 or self.stride <= 0:
-            raise ValueError(f"window and stride must be positive, got window={self.window} stride={self.stride}")
+        check_grid(self.window, self.stride)
         if self.pixel_spacing_mm is not None and self.pixel_spacing_mm <= 0:
             raise ValueError(f"pixel_spacing_mm must be positive or None, got {self.pixel_spacing_mm}")
 
@@ -296,6 +309,7 @@ def _prune(cache_dir: Path, manifest: Path, keep: Path) -> None:
 def _write_crops(folder: Path, lesions: Sequence[Lesion], settings: CacheSettings) -> tuple[dict, list[Problem]]:
     entries: dict[str, list] = {k: [] for k in ("rows", "origins", "shapes", "offsets", "centres", "windows")}
     problems: list[Problem] = []
+    sizes: list[tuple[int, str, int, int]] = []  # (row, image, height, width) of each lesion's bounding box
     by_image: dict[Path, list[Lesion]] = {}
     for lesion in lesions:
         by_image.setdefault(lesion.image, []).append(lesion)
@@ -316,6 +330,7 @@ def _write_crops(folder: Path, lesions: Sequence[Lesion], settings: CacheSetting
                 pixel_file.write(crop(image, context).tobytes())
                 mask_file.write(pack_masks(crop(mask_all, context), crop(mask, context)).tobytes())
                 height, width = context[2] - context[0], context[3] - context[1]
+                sizes.append((lesion.row, str(lesion.image), box[2] - box[0], box[3] - box[1]))
                 entries["rows"].append(lesion.row)
                 entries["origins"].append(context[:2])
                 entries["shapes"].append((height, width))
@@ -323,6 +338,9 @@ def _write_crops(folder: Path, lesions: Sequence[Lesion], settings: CacheSetting
                 entries["centres"].append(centre)
                 entries["windows"].append(windows)
                 offset += height * width
+    too_large = oversized_lesions(sizes, settings.window)
+    if too_large:
+        warnings.warn(too_large, LesionSizeWarning, stacklevel=3)
     return entries, problems
 
 

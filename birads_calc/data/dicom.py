@@ -24,9 +24,9 @@ message: errors name the file only.
 
 from __future__ import annotations
 
-from birads_calc.errors import InputError
-
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +34,18 @@ import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+from birads_calc.errors import InputError
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic", ""})
 RASTER_SUFFIXES = frozenset({".png", ".pgm", ".pnm", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg"})
 VOI_MODES = ("window", "full")
+# header values the pipeline computes with (VOI window, modality rescale, pixel spacing): checked to be numbers
+NUMERIC_HEADER = (
+    "WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept", "PixelSpacing", "ImagerPixelSpacing"
+)  # fmt: skip
 
 
 class ImageReadError(InputError, ValueError):
@@ -124,6 +131,7 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
     # defer_size: large values (PixelData) are left on disk; only their offset and length are recorded.
     ds = _dcmread(path, defer_size=1024)
     _check_dicom_layout(path, ds)
+    _check_header_numbers(path, ds)
     element = ds.get_item("PixelData", keep_deferred=True)
     if element is None:
         raise ImageReadError(f"{path}: DICOM has no PixelData (not an image object)")
@@ -211,6 +219,26 @@ def _check_dicom_layout(path: Path, ds: pydicom.Dataset) -> None:
         raise ImageReadError(f"{path}: colour DICOM ({samples} samples per pixel); mammograms must be grayscale")
 
 
+def _check_header_numbers(path: Path, ds: pydicom.Dataset) -> None:
+    """The numeric header values the pipeline uses must be numbers: an export with a decimal comma
+    (WindowCenter ``8412,2``) would otherwise pass the header check and stop decoding with a bare TypeError."""
+    for key in NUMERIC_HEADER:
+        with warnings.catch_warnings():  # pydicom warns about the invalid DS and keeps the text
+            warnings.simplefilter("ignore")
+            value = ds.get(key)
+        if value is None:
+            continue
+        for item in value if isinstance(value, MultiValue | list | tuple) else [value]:
+            try:
+                float(item)
+            except (TypeError, ValueError):
+                comma = ", a decimal comma?" if re.fullmatch(r"\s*-?\d+,\d+\s*", str(item)) else ""
+                raise ImageReadError(
+                    f"{path}: DICOM {key} is not a number ({str(item)!r}{comma}); fix the file's header, "
+                    f"e.g. dcmodify -m {key}={str(item).replace(',', '.').strip()} FILE"
+                ) from None
+
+
 def _dicom_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
     # Mammography detectors usually record ImagerPixelSpacing; PixelSpacing (calibrated) wins when present.
     for key in ("PixelSpacing", "ImagerPixelSpacing"):
@@ -225,6 +253,7 @@ def _dicom_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
 def _read_dicom(path: Path, voi: str) -> MammogramImage:
     ds = _dcmread(path)
     _check_dicom_layout(path, ds)
+    _check_header_numbers(path, ds)
     if "PixelData" not in ds:
         raise ImageReadError(f"{path}: DICOM has no PixelData (not an image object)")
     _check_pixel_length(path, ds, len(ds.PixelData))

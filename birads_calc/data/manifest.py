@@ -13,8 +13,6 @@ without decoding pixels); masks are read whole because an empty mask can only be
 
 from __future__ import annotations
 
-from birads_calc.errors import InputError
-
 import csv
 import logging
 import os
@@ -25,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from birads_calc.errors import InputError
 from birads_calc.categories import LabelError, label_name, parse_label, parse_pathology, scale
 from birads_calc.data.dicom import ImageHeader, ImageReadError, read_header
 from birads_calc.data.masks import MaskError, read_mask
@@ -287,6 +286,10 @@ def _parse_row(
     """Parse one row's cells; problems go to ``found``; returns None when the row cannot even be described."""
     if None in cells:
         found.append(Problem(number, f"{len(cells[None])} cell(s) more than the header has columns", line=line))
+    short = [column for column, value in cells.items() if column is not None and value is None]
+    if short:  # csv gives a short row no value for its last columns; blank cells would hide a shifted row
+        message = f"{len(short)} cell(s) fewer than the header has columns (no cell for {', '.join(short)})"
+        found.append(Problem(number, message, line=line))
     paths: dict[str, Path] = {}
     for column in REQUIRED_COLUMNS:
         value = cells.get(column)

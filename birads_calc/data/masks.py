@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from birads_calc.errors import InputError
-
 import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from birads_calc.errors import InputError
 from birads_calc.io import atomic_path
 
 

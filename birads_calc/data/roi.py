@@ -23,10 +23,51 @@ import math
 import numpy as np
 import torch
 
+from birads_calc.errors import InputError
+
 PIXEL_SCALE = 65535  # uint16 storage of a [0, 1] image: quantisation step 1.5e-5
 BIT_ALL, BIT_LESION = 1, 2  # bits of the packed mask plane
 
 Box = tuple[int, int, int, int]  # (top, left, bottom, right), bottom/right exclusive
+
+
+class GridError(InputError, ValueError):
+    """A window/stride pair that cannot make the training grid (the message gives both numbers)."""
+
+
+def check_grid(window: int, stride: int) -> None:
+    """Refuse a non-positive window or stride, and a stride larger than the window.
+
+    A stride larger than the window leaves ``stride - window`` pixels between neighbouring grid windows that no
+    training window covers, so lesions there get only their centred window and the grid is no longer the paper's
+    overlapping sampling (400 px windows, stride 100).
+    """
+    if window <= 0 or stride <= 0:
+        raise GridError(f"window and stride must be positive, got window {window}, stride {stride}")
+    if stride > window:
+        raise GridError(
+            f"stride {stride} is larger than window {window}: the grid would leave {stride - window} px between "
+            "neighbouring windows uncovered; choose a stride of at most the window (paper: window 400, stride 100)"
+        )
+
+
+def oversized_lesions(sizes: list[tuple[int, str, int, int]], window: int) -> str | None:
+    """A warning naming how many lesions are larger than the window (and the largest), or ``None``.
+
+    Args:
+        sizes: ``(row, image, height, width)`` of every lesion's bounding box, in the pixels the window is cut from.
+        window: the window size in the same pixels.
+    """
+    over = [s for s in sizes if max(s[2], s[3]) > window]
+    if not over:
+        return None
+    row, image, height, width = max(over, key=lambda s: max(s[2], s[3]))
+    need = max(max(h, w) for _, _, h, w in sizes)
+    return (
+        f"{len(over)} of {len(sizes)} lesion(s) are larger than the {window} px window, which cuts them (largest: "
+        f"{height} x {width} px, row {row} [{image}]); a window of at least {need} px holds every lesion "
+        "(data.window / prepare --window)"
+    )
 
 
 def bounding_box(mask: np.ndarray) -> Box:

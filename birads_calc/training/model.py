@@ -45,6 +45,10 @@ PREDICTION_DTYPES = {
 PREDICTION_KEYS = tuple(PREDICTION_DTYPES)
 
 
+class BackboneError(InputError, ValueError):
+    """A backbone name that timm does not know."""
+
+
 class PretrainedWeightsError(InputError, RuntimeError):
     """ImageNet weights were asked for but can be had neither from the network nor from a local file."""
 
@@ -280,10 +284,10 @@ def create_backbone(
     Raises:
         PretrainedWeightsError: weights asked for, none found locally and the hub unreachable; or ``weights_path``
             does not exist.
-        ValueError: ``name`` is not a timm model.
+        BackboneError: ``name`` is not a timm model.
     """
     if not timm.is_model(name):
-        raise ValueError(f"unknown timm backbone {name!r}; see timm.list_models() for the names")
+        raise BackboneError(f"--model.backbone: unknown timm backbone {name!r}; see timm.list_models() for the names")
     if weights_path is not None:
         path = Path(weights_path).expanduser()
         if not path.is_file():

@@ -16,8 +16,6 @@ do: ``<out folder>/masks/<format>/...``) and absolute otherwise (the images stay
 
 from __future__ import annotations
 
-from birads_calc.errors import InputError
-
 import importlib
 import os
 import sys
@@ -30,6 +28,7 @@ from types import ModuleType
 import numpy as np
 from jsonargparse import ArgumentParser, Namespace
 
+from birads_calc.errors import InputError
 from birads_calc.data.manifest import MANIFEST_COLUMNS
 from birads_calc.io import write_csv
 

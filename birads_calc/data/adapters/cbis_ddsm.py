@@ -1,7 +1,10 @@
 """CBIS-DDSM -> manifest: one row per calcification ROI of the calc case-description CSVs.
 
 Scale and labels: four-class (``assessment`` 2/3/4/5; 0 = incomplete is reported and left out). Pathology
-MALIGNANT -> malignant, BENIGN and BENIGN_WITHOUT_CALLBACK (benign, not recalled) -> benign.
+MALIGNANT -> malignant, BENIGN -> benign (both biopsy-proven). BENIGN_WITHOUT_CALLBACK means the lesion was not
+recalled, so no biopsy was done: by the paper's rule (no biopsy -> malignancy 0.5, §2.3) it becomes unknown
+pathology (empty cell) by default; ``--without_callback benign`` counts it as benign instead (541 of the 1,872
+calcification rows of the two official CSVs, docs/datasets.md).
 
 Split: the official one is kept by patient: test-CSV rows -> ``test``; training-CSV rows -> ``train``, except a
 seeded ``val_fraction`` of the training patients -> ``val`` (the data module takes a split column as a whole, and
@@ -20,6 +23,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -49,7 +53,8 @@ COLUMNS = {
     "crop": "cropped image file path",
     "roi_mask": "ROI mask file path",
 }
-PATHOLOGY = {"MALIGNANT": "malignant", "BENIGN": "benign", "BENIGN_WITHOUT_CALLBACK": "benign"}
+PATHOLOGY = {"MALIGNANT": "malignant", "BENIGN": "benign", "BENIGN_WITHOUT_CALLBACK": ""}  # "": no biopsy, unknown
+WITHOUT_CALLBACK = "BENIGN_WITHOUT_CALLBACK"
 LATERALITY = {"LEFT": "L", "RIGHT": "R"}
 
 
@@ -101,8 +106,13 @@ def read_cases(path: Path, split: str) -> list[Case]:
         raise ConversionError(f"cannot read {path}: {error}") from None
 
 
-def labels(case: Case) -> tuple[str, str]:
+def labels(case: Case, without_callback: Literal["unknown", "benign"] = "unknown") -> tuple[str, str]:
     """The manifest's ``birads`` (four-class) and ``pathology`` of a case.
+
+    Args:
+        case: the CSV row.
+        without_callback: ``BENIGN_WITHOUT_CALLBACK`` (not recalled, no biopsy) as ``unknown`` pathology (the
+            paper's rule for lesions without biopsy) or as ``benign``.
 
     Raises:
         LabelError: assessment outside 2/3/4/5 (e.g. 0) or an unknown pathology, naming the value.
@@ -110,6 +120,8 @@ def labels(case: Case) -> tuple[str, str]:
     parse_label(case.assessment, num_classes=4)
     if case.pathology not in PATHOLOGY:
         raise LabelError(f"unknown pathology {case.pathology!r}; expected one of {', '.join(PATHOLOGY)}")
+    if case.pathology == WITHOUT_CALLBACK and without_callback == "benign":
+        return normalize_label(case.assessment), "benign"
     return normalize_label(case.assessment), PATHOLOGY[case.pathology]
 
 
@@ -121,6 +133,7 @@ def convert(
     dicom_dir: Path | None = None,
     val_fraction: float = 0.25,
     seed: int = 0,
+    without_callback: Literal["unknown", "benign"] = "unknown",
 ) -> Conversion:
     """Convert CBIS-DDSM calcification cases (CSVs + TCIA DICOM download).
 
@@ -132,6 +145,8 @@ def convert(
         dicom_dir: the DICOM tree (default: ``src``).
         val_fraction: share of the training patients moved to the ``val`` split.
         seed: seed of that patient draw.
+        without_callback: pathology of ``BENIGN_WITHOUT_CALLBACK`` rows (not recalled, so never biopsied):
+            ``unknown`` (default, the paper's rule: no biopsy -> malignancy 0.5) or ``benign``.
     """
     check_fraction(val_fraction)
     src = require_dir(Path(src), "CBIS-DDSM folder")
@@ -147,7 +162,7 @@ def convert(
     root = Path(out).parent
     for case in cases:
         try:
-            birads, pathology = labels(case)
+            birads, pathology = labels(case, without_callback)
         except LabelError as error:
             incomplete = normalize_label(case.assessment) == "0"
             result.skip(case.source, "BI-RADS 0 (incomplete assessment)" if incomplete else "bad label", str(error))

@@ -15,6 +15,7 @@ Input: ``finding_annotations.csv`` (one row per finding per image) and ``images/
 from __future__ import annotations
 
 import ast
+import math
 import csv
 from pathlib import Path
 
@@ -36,7 +37,8 @@ ANNOTATIONS = "finding_annotations.csv"
 CALCIFICATION = "Suspicious Calcification"
 COLUMNS = ("study_id", "image_id", "laterality", "view_position", "height", "width", "finding_categories")
 COLUMNS += ("finding_birads", "xmin", "ymin", "xmax", "ymax", "split")
-SPLITS = {"training": "train", "test": "test"}
+# the release's split names (and the manifest's own, should a re-export use them); any other value is reported
+SPLITS = {"training": "train", "train": "train", "validation": "val", "val": "val", "test": "test"}
 
 
 def read_findings(path: Path) -> list[tuple[str, dict[str, str]]]:
@@ -108,7 +110,8 @@ def convert(
     root = Path(out).parent
     for image_id, findings in by_image.items():
         _convert_image(images.get(image_id), findings, pixel_spacing_mm, detector, root, result)
-    carve_validation(result.rows, val_fraction, seed)
+    if not any(r["split"] == "val" for r in result.rows):  # the release's own validation split wins
+        carve_validation(result.rows, val_fraction, seed)
     return result
 
 
@@ -134,9 +137,15 @@ def _convert_image(path, findings, pixel_spacing_mm, detector, root, result) -> 
         try:
             size = (round(float(row["height"])), round(float(row["width"])))
             corners = [float(row[c]) for c in ("xmin", "ymin", "xmax", "ymax")]
+            if not all(math.isfinite(v) for v in corners):
+                raise ValueError("nan")  # 'nan' parses as a float but is no coordinate
         except ValueError:
             values = {c: row[c] for c in ("height", "width", "xmin", "ymin", "xmax", "ymax")}
             result.skip(source, "size or box coordinates are not numbers", str(values))
+            continue
+        split = SPLITS.get(row["split"].strip().lower())
+        if split is None:
+            result.skip(source, "unknown split (expected training, validation or test)", repr(row["split"]))
             continue
         if size != shape:
             result.skip(source, "image size differs from the CSV's height/width", f"{path}: {shape}, CSV {size}")
@@ -161,6 +170,6 @@ def _convert_image(path, findings, pixel_spacing_mm, detector, root, result) -> 
                 "lesion_id": lesion_id,
                 "laterality": row["laterality"],
                 "view": row["view_position"],
-                "split": SPLITS.get(row["split"].strip().lower(), ""),
+                "split": split,
             }
         )
