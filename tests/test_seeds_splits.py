@@ -129,6 +129,15 @@ def test_split_written_by_fit_honoured_by_test_and_a_leak_refused(manifest, tmp_
     assert "using the run's pinned patient split" in capsys.readouterr().err
     assert {r["patient_id"] for r in rows(run / "predictions.csv")} == test_patients - {dropped}
 
+    # labelled predict on the whole manifest: every row marked with its patient's pinned split
+    out = tmp_path / "predicted"
+    main(["predict", "--config", str(CONFIG), "--data.manifest", str(manifest), "--run_dir", str(run),
+          "--ckpt_path", last, "--predict_dir", str(out), "--overlays", "false", *TINY_OVERRIDES,
+          "--trainer.logger", "false"])  # fmt: skip
+    assert "predict: marking each row's split from the run's pinned patient split" in capsys.readouterr().err
+    predicted = rows(out / "predictions.csv")
+    assert len(predicted) == len(table) and all(r["split"] == pinned[r["patient_id"]] for r in predicted)
+
     # the same edit with a split column that moves a training patient into test: refused, naming the patient
     leaked = sorted(p for p, s in pinned.items() if s == "train")[0]
     for r in kept:

@@ -312,6 +312,7 @@ class BiradsCLI(LightningCLI):
             overlays=cfg.overlays,
             overlay_size=cfg.overlay_size,
             voi=data.hparams.voi,
+            splits=data.patient_splits(),
         )
         say(f"predict: wrote {', '.join(str(path) for path in written.values())}")
 
@@ -375,11 +376,13 @@ def run_seed(run_dir: Path, default: Any) -> int | None:
 
 
 def pin_splits(cfg: Namespace, run_dir: Path, subcommand: str) -> None:
-    """Use the run's ``splits.csv`` when it has one and no ``--data.splits`` is given (announced)."""
+    """Use the run's ``splits.csv`` when it has one and no ``--data.splits`` is given (announced); ``predict`` only
+    marks each row with its patient's split."""
     pinned = Path(run_dir) / SPLITS_FILE
-    if subcommand != "predict" and cfg.data.get("splits") is None and pinned.is_file():
+    if cfg.data.get("splits") is None and pinned.is_file():
         cfg.data.splits = pinned
-        say(f"{subcommand}: using the run's pinned patient split {pinned}")
+        use = "marking each row's split from" if subcommand == "predict" else "using"
+        say(f"{subcommand}: {use} the run's pinned patient split {pinned}")
 
 
 def predict_dir(run_dir: Path, manifest: Path) -> Path:

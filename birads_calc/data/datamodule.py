@@ -184,7 +184,7 @@ class BiradsDataModule(L.LightningDataModule):
         self._entries = np.asarray([entry_of[x.row] for x in self.lesions], dtype=np.int64)
         self._targets = np.asarray([-1 if x.label is None else x.label for x in self.lesions], dtype=np.int64)
         self._malignancy = np.asarray([x.malignancy for x in self.lesions], dtype=np.float32)
-        self.splits = self._split()
+        self.splits = {} if stage == "predict" else self._split()  # predict uses every row
         if stage == "fit" and self.record_splits is not None and (self.trainer is None or self.trainer.is_global_zero):
             write_splits(self.record_splits, assignment_of(self.splits, self.lesions))
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
@@ -196,6 +196,10 @@ class BiradsDataModule(L.LightningDataModule):
         if self.hparams.splits is None:
             return split_by_patient(self.lesions, self.hparams.split_ratios, self.hparams.split_seed)
         return pinned_split(self.lesions, read_splits(self.hparams.splits), self.hparams.splits)
+
+    def patient_splits(self) -> dict[str, str]:
+        """Patient -> split of the pinned split file (``{}`` without one); ``predict`` marks its rows with it."""
+        return read_splits(self.hparams.splits) if self.hparams.splits is not None else {}
 
     def _dataset(self, name: str) -> WindowDataset:
         positions = range(len(self.lesions)) if name == "predict" else self.splits[name]

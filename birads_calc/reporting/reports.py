@@ -45,7 +45,7 @@ PREDICTION_COLUMNS = (
     "birads_true",
     "pathology",
 )
-PREDICT_COLUMNS = (*PREDICTION_COLUMNS, "overlay")
+PREDICT_COLUMNS = (*PREDICTION_COLUMNS, "overlay", "split")  # split: the run's pinned split of the patient
 BREAST_COLUMNS = ("patient_id", "laterality", "image", "birads_max", "risk", "lesion_id", "row", "n_lesions")
 CLASS_COUNT_COLUMNS = ("category", "n_true", "n_pred", "n_correct", "recall", "precision")
 METRIC_NAMES = {"qwk": "QWK", "maqwk_m": "MAQWK-M", "maqwk_b": "MAQWK-B", "auroc": "AUROC (malignancy)"}
@@ -404,6 +404,7 @@ def write_predict_reports(
     overlays: bool = True,
     overlay_size: int = 1024,
     voi: str = "window",
+    splits: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
     """Write ``predictions.csv``, ``breasts.csv`` and (optionally) ``overlays/*.png`` into ``out_dir``.
 
@@ -416,6 +417,8 @@ def write_predict_reports(
         overlays: draw one overlay PNG per image.
         overlay_size: longest side of an overlay's mammogram in pixels.
         voi: the DICOM VOI mode the model's input used (``data.voi``), so the overlay shows the same contrast.
+        splits: patient -> split of the model's run (its ``splits.csv``): written per row, so predictions on the
+            model's own training or validation patients are never mistaken for a fair evaluation.
 
     Returns:
         The written files by kind: ``predictions``, ``breasts`` and, with overlays, ``overlays`` (the folder).
@@ -426,6 +429,8 @@ def write_predict_reports(
         raise ValueError("predict found no lesions: nothing to report (is the manifest empty?)")
     out_dir = Path(out_dir)
     rows = prediction_rows(predictions, lesions, num_classes, root)
+    for row in rows:
+        row["split"] = (splits or {}).get(row["patient_id"], "")
     written = {}
     if overlays:
         by_row = {lesion.row: lesion for lesion in lesions}
