@@ -89,7 +89,7 @@ def configure_parser(parser: ArgumentParser) -> None:
         "--pathology",
         type=Literal["paper", "clinical"],
         default="clinical",
-        help="Which calcifications get a pathology: clinical = biopsied ones only (all 4A-5, 3%% of 2, 10%% of 3); "
+        help="Which calcifications get a pathology: clinical = biopsied ones only (all 4A-5, 3% of 2, 10% of 3); "
         "paper = every one, as in the paper's data (docs/synthetic.md).",
     )
 
