@@ -124,7 +124,7 @@ def find_checkpoint(cfg: Namespace) -> Path:
         return Path(cfg.ckpt_path)
     if not cfg.config:
         raise ClinicalError("give --config (its newest best checkpoint is used) or --ckpt_path")
-    name = config_name(cfg.config)
+    name = config_name(cfg.config[:1])  # the method's config: the first, as runs are named
     try:
         checkpoint = newest_best_checkpoint(Path(cfg.runs_root), name)
     except RunFolderError as error:
@@ -136,7 +136,7 @@ def find_checkpoint(cfg: Namespace) -> Path:
 def model_name(cfg: Namespace, checkpoint: Path) -> str:
     """The config's name, else the run group of the checkpoint (``runs/<name>/version_k/checkpoints/x.ckpt``)."""
     if cfg.config:
-        return config_name(cfg.config)
+        return config_name(cfg.config[:1])  # the method's config: the first, as runs are named
     run_dir = run_dir_of_checkpoint(checkpoint)
     return run_dir.parent.name if run_dir is not None else Path(checkpoint).stem
 
