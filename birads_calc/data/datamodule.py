@@ -109,7 +109,8 @@ class BiradsDataModule(L.LightningDataModule):
         pixel_spacing_mm: resample every image to this spacing first (None: keep the native pixels).
         skip_bad_rows: leave bad manifest rows out (each reported) instead of refusing the manifest.
         pin_memory: pinned host memory for faster host-to-GPU copies.
-        voi: DICOM VOI handling, ``"window"`` (the file's window/VOI LUT) or ``"full"`` (whole range).
+        voi: DICOM VOI handling, ``"full"`` (whole range: calcification densities kept; the default) or
+            ``"window"`` (the file's window/VOI LUT, which saturates what lies above it; data/dicom.py).
         splits: a ``splits.csv`` (``patient_id,split``) to use instead of computing the split; the manifest must
             fit it (``data/splits.py``). The CLI passes the run's own ``splits.csv`` when it has one.
 
@@ -134,7 +135,7 @@ class BiradsDataModule(L.LightningDataModule):
         pixel_spacing_mm: PositiveFloat | None = None,
         skip_bad_rows: bool = False,
         pin_memory: bool = True,
-        voi: Literal["window", "full"] = "window",
+        voi: Literal["window", "full"] = "full",
         splits: Path | None = None,
     ):
         super().__init__()

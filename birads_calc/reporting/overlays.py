@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 from skimage.measure import find_contours
 
 from birads_calc.categories import scale
-from birads_calc.data.dicom import read_image
+from birads_calc.data.dicom import DEFAULT_VOI, read_image
 from birads_calc.data.manifest import Lesion
 from birads_calc.data.masks import read_mask
 from birads_calc.data.roi import bounding_box
@@ -175,7 +175,7 @@ def write_image_overlays(
     lesions_by_row: Mapping[int, Lesion],
     num_classes: int,
     max_side: int = DEFAULT_MAX_SIDE,
-    voi: str = "window",
+    voi: str = DEFAULT_VOI,
 ) -> dict[str, str]:
     """Draw one overlay per image of the prediction rows into ``out_dir``; return the file name of each image.
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from birads_calc.categories import BENIGN, MALIGNANT, label_name, scale
+from birads_calc.data.dicom import DEFAULT_VOI
 from birads_calc.data.manifest import Lesion
 from birads_calc.io import atomic_path, write_csv, write_json
 from birads_calc.metrics import UndefinedMetricWarning, bootstrap_ci
@@ -403,7 +404,7 @@ def write_predict_reports(
     root: Path | None = None,
     overlays: bool = True,
     overlay_size: int = 1024,
-    voi: str = "window",
+    voi: str = DEFAULT_VOI,
     splits: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
     """Write ``predictions.csv``, ``breasts.csv`` and (optionally) ``overlays/*.png`` into ``out_dir``.
