@@ -75,6 +75,9 @@ from birads_calc.training.model import BiradsClassifier, PretrainedWeightsError
 WANDB_PROJECT = "birads-calc"
 GPU_ACCELERATORS = ("gpu", "cuda")
 HALF_PRECISIONS = ("16-mixed", "16", 16, "16-true")
+# what a GPU config's 16-bit precision becomes on the CPU: the fastest measured by bench/bench_cpu_precision.py
+CPU_PRECISION = "32-true"
+CPU_PRECISION_WHY = "fastest on CPUs: bf16-mixed measured ~10x slower than fp32; bench/bench_cpu_precision.py"
 FILE_LOGGERS = ("WandbLogger", "CSVLogger", "TensorBoardLogger")
 
 
@@ -447,8 +450,9 @@ def cpu_fallback(trainer: Namespace, cuda_available: bool | None = None) -> list
 
     A config asking for GPUs runs on the CPU in one process: ``devices: N`` with DDP becomes one device with
     ``accumulate_grad_batches`` multiplied by N, so the optimiser still sees the global batch of N x
-    ``data.batch_size`` (DDP averages the N per-device gradients, accumulation the N consecutive ones). The CPU
-    has no float16 autocast, so 16-bit mixed precision becomes bf16-mixed.
+    ``data.batch_size`` (DDP averages the N per-device gradients, accumulation the N consecutive ones). 16-bit
+    precision becomes :data:`CPU_PRECISION`, the fastest precision measured for a training step on CPUs
+    (``bench/bench_cpu_precision.py``; bf16-mixed, the obvious replacement, was much slower).
     """
     cuda_available = torch.cuda.is_available() if cuda_available is None else cuda_available
     changes = []
@@ -469,8 +473,8 @@ def cpu_fallback(trainer: Namespace, cuda_available: bool | None = None) -> list
             trainer.accumulate_grad_batches = accumulate * factor
     on_cpu = str(trainer.accelerator).lower() == "cpu" or (str(trainer.accelerator) == "auto" and not cuda_available)
     if on_cpu and trainer.precision in HALF_PRECISIONS:
-        changes.append(f"trainer.precision {trainer.precision} -> bf16-mixed (the CPU has no float16 autocast)")
-        trainer.precision = "bf16-mixed"
+        changes.append(f"trainer.precision {trainer.precision} -> {CPU_PRECISION} ({CPU_PRECISION_WHY})")
+        trainer.precision = CPU_PRECISION
     return changes
 
 

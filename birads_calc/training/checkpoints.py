@@ -127,8 +127,9 @@ def cut_short(trainer: Mapping[str, Any], epochs_run: int | None) -> list[str]:
         reasons.append(f"fast_dev_run was {trainer['fast_dev_run']} (a smoke test, not a training)")
     for key in ("limit_train_batches", "limit_val_batches"):
         value = trainer.get(key)
-        if value is not None and value != 1.0:
-            reasons.append(f"{key} was {value} (not the whole split)")
+        if value is not None and value != 1.0:  # 2 and 2.0 alike: jsonargparse may give either for int | float
+            shown = f"{value:g}" if isinstance(value, int | float) else value
+            reasons.append(f"{key} was {shown} (not the whole split)")
     max_epochs = trainer.get("max_epochs")
     if epochs_run is not None and max_epochs not in (None, -1) and epochs_run < int(max_epochs):
         reasons.append(f"it stopped after {epochs_run} of max_epochs {max_epochs} (stopped early or interrupted)")
