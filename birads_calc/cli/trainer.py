@@ -36,7 +36,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from birads_calc.data.datamodule import BiradsDataModule
-from birads_calc.data.roi import check_grid
+from birads_calc.data.roi import GridError, check_grid
 from birads_calc.data.splits import SPLITS_FILE, SplitError
 from birads_calc.reporting.reports import (
     RunInfo,
@@ -238,7 +238,10 @@ class BiradsCLI(LightningCLI):
     def _prepare_run(self) -> None:
         subcommand = self.subcommand
         cfg = self.config[subcommand]
-        check_grid(cfg.data.window, cfg.data.stride)  # before anything is built or written
+        try:  # before anything is built or written
+            check_grid(cfg.data.window, cfg.data.stride)
+        except GridError as error:  # name the options the user sets, not only the numbers
+            raise GridError(f"--data.window {cfg.data.window} / --data.stride {cfg.data.stride}: {error}") from None
         name = self.run_name(cfg)
         for change in cpu_fallback(cfg.trainer):
             say(change)
