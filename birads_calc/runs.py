@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 from birads_calc.errors import InputError
 
@@ -118,25 +119,23 @@ def export_run_dir(run_dir: Path) -> None:
     os.environ[RUN_DIR_ENV] = str(Path(run_dir).resolve())
 
 
+CheckpointKind = Literal["last", "best"]
+CHECKPOINT_FILES: dict[str, str] = {"last": LAST, "best": BEST}
+
+
 def newest_best_checkpoint(root: Path, name: str) -> Path:
-    """The most recently written ``best.ckpt`` among ``root/name/*/checkpoints/``.
+    """The most recently written ``best.ckpt`` among ``root/name/*/checkpoints/`` (see :func:`newest_checkpoint`)."""
+    return newest_checkpoint(root, name, "best")
+
+
+def newest_checkpoint(root: Path, name: str, kind: CheckpointKind) -> Path:
+    """The most recently written ``last.ckpt`` (the model after the last epoch) or ``best.ckpt`` (best validation
+    QWK) among ``root/name/*/checkpoints/``: the one place ``--ckpt_path last|best`` and the default are resolved.
 
     Raises:
         RunFolderError: none exists, saying where it looked and what to do.
     """
-    return _newest_checkpoint(root, name, BEST, "best")
-
-
-def newest_last_checkpoint(root: Path, name: str) -> Path:
-    """The most recently written ``last.ckpt`` among ``root/name/*/checkpoints/``: what ``--ckpt_path last`` resumes.
-
-    Raises:
-        RunFolderError: none exists, saying where it looked and what to do.
-    """
-    return _newest_checkpoint(root, name, LAST, "last")
-
-
-def _newest_checkpoint(root: Path, name: str, filename: str, kind: str) -> Path:
+    filename = CHECKPOINT_FILES[kind]
     found = [p for p in (root / name).glob(f"*/{CHECKPOINTS}/{filename}") if p.is_file()]
     if not found:
         raise RunFolderError(

@@ -47,13 +47,13 @@ from birads_calc.reporting.reports import (
     write_test_reports,
 )
 from birads_calc.runs import (
+    CHECKPOINT_FILES,
     CHECKPOINTS,
     LAST,
     RunFolderError,
     config_name,
     export_run_dir,
-    newest_best_checkpoint,
-    newest_last_checkpoint,
+    newest_checkpoint,
     resolve_run_dir,
     run_dir_of_checkpoint,
 )
@@ -263,10 +263,10 @@ class BiradsCLI(LightningCLI):
     def _resolve_checkpoint_keyword(self, subcommand: str) -> None:
         """``--ckpt_path last|best``: the config's newest such file (Lightning would look in a new run folder)."""
         cfg = self.config[subcommand]
-        finder = {"last": newest_last_checkpoint, "best": newest_best_checkpoint}.get(str(cfg.ckpt_path))
-        if finder is not None:
-            keyword, cfg.ckpt_path = cfg.ckpt_path, str(finder(Path(cfg.runs_root), self.run_name(cfg)))
-            self.checkpoint_choice = str(keyword)
+        keyword = str(cfg.ckpt_path)
+        if keyword in CHECKPOINT_FILES:
+            cfg.ckpt_path = str(newest_checkpoint(Path(cfg.runs_root), self.run_name(cfg), keyword))
+            self.checkpoint_choice = keyword
             say(f"{subcommand}: --ckpt_path {keyword}: {cfg.ckpt_path}")
 
     def _fit_run_dir(self, cfg: Namespace, name: str) -> Path:
@@ -359,8 +359,7 @@ class BiradsCLI(LightningCLI):
 def default_checkpoint(cfg: Namespace, name: str) -> Path:
     """The checkpoint evaluated without ``--ckpt_path``: the config's newest ``last.ckpt`` (paper: the model after
     the last epoch) or, with ``--evaluate_checkpoint best``, its newest ``best.ckpt``."""
-    finder = newest_last_checkpoint if cfg.evaluate_checkpoint == "last" else newest_best_checkpoint
-    return finder(Path(cfg.runs_root), name)
+    return newest_checkpoint(Path(cfg.runs_root), name, cfg.evaluate_checkpoint)
 
 
 def checkpoint_record(path: Any, choice: str | None) -> dict[str, Any]:
