@@ -40,12 +40,11 @@ from birads_calc.data.roi import GridError, check_grid
 from birads_calc.data.splits import SPLITS_FILE, SplitError
 from birads_calc.reporting.reports import (
     RunInfo,
-    log_test_reports_to_wandb,
-    method_key,
     method_label,
     write_predict_reports,
     write_test_reports,
 )
+from birads_calc.reporting.wandb_runs import WANDB_PROJECT, finish_wandb, log_test_reports, logged_in, wandb_group
 from birads_calc.runs import (
     CHECKPOINT_FILES,
     CHECKPOINTS,
@@ -72,7 +71,6 @@ from birads_calc.training.checkpoints import (
 from birads_calc.training.guards import NonFiniteLossError, last_checkpoint
 from birads_calc.training.model import BiradsClassifier, PretrainedWeightsError
 
-WANDB_PROJECT = "birads-calc"
 GPU_ACCELERATORS = ("gpu", "cuda")
 HALF_PRECISIONS = ("16-mixed", "16", 16, "16-true")
 # what a GPU config's 16-bit precision becomes on the CPU: the fastest measured by bench/bench_cpu_precision.py
@@ -353,7 +351,7 @@ class BiradsCLI(LightningCLI):
         )
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger):
-                log_test_reports_to_wandb(logger, report, rows)
+                log_test_reports(logger, report, rows)
 
 
 def default_checkpoint(cfg: Namespace, name: str) -> Path:
@@ -440,13 +438,6 @@ def interrupted(trainer: Trainer, subcommand: str) -> KeyboardInterrupt:
     return KeyboardInterrupt()
 
 
-def finish_wandb(trainer: Trainer) -> None:
-    """Close the command's W&B run: one run per command (job type fit/test/...), also when called in-process."""
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger) and trainer.is_global_zero and logger._experiment is not None:
-            logger.experiment.finish()
-
-
 def cpu_fallback(trainer: Namespace, cuda_available: bool | None = None) -> list[str]:
     """Adapt a GPU trainer config in place for a machine without a GPU; return one line per change.
 
@@ -523,19 +514,6 @@ def _configure_wandb(init: Namespace, cfg: Namespace, name: str, run_dir: Path, 
         "alpha": alpha if loss == "mamse" else None,
         "seed": seed,
     }
-    if "WANDB_MODE" not in os.environ and not init.offline and not _wandb_logged_in():
+    if "WANDB_MODE" not in os.environ and not init.offline and not logged_in():
         init.offline = True
         say("W&B: not logged in, logging offline into the run folder (run 'wandb login' to sync online)")
-
-
-def wandb_group(loss: str, attention: bool, alpha: float | None) -> str:
-    """One W&B group per method (loss, input, alpha), so the group view shows the spread over seeds."""
-    key = method_key(loss, attention)
-    return f"{key}_alpha{alpha:g}" if loss == "mamse" and alpha is not None else key
-
-
-def _wandb_logged_in() -> bool:
-    """Whether W&B credentials exist (environment, netrc or settings); never prompts, no network."""
-    import wandb
-
-    return bool(wandb.login(prompt=False, verify=False))

@@ -442,35 +442,3 @@ def write_predict_reports(
     written["predictions"] = write_csv(out_dir / "predictions.csv", rows, PREDICT_COLUMNS)
     written["breasts"] = write_csv(out_dir / "breasts.csv", breast_rows(rows, num_classes), BREAST_COLUMNS)
     return written
-
-
-def log_test_reports_to_wandb(logger: Any, report: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> None:
-    """Log the test metrics (summary), the confusion matrix and the per-lesion predictions table to W&B.
-
-    Args:
-        logger: a Lightning ``WandbLogger`` (rank 0).
-        report: the ``metrics.json`` content.
-        rows: the ``predictions.csv`` rows.
-    """
-    import wandb
-
-    classes = list(report["classes"])
-    logger.log_table(
-        key="test/predictions",
-        columns=list(PREDICTION_COLUMNS),
-        data=[[row[c] for c in PREDICTION_COLUMNS] for row in rows],
-    )
-    logger.experiment.log(
-        {
-            "test/confusion_matrix": wandb.plot.confusion_matrix(
-                y_true=[classes.index(r["birads_true"]) for r in rows],
-                preds=[classes.index(r["birads_pred"]) for r in rows],
-                class_names=classes,
-                title="Test confusion matrix (rows = truth)",
-            )
-        }
-    )
-    logger.experiment.summary.update(
-        {f"report/{name}": m["value"] for name, m in report["metrics"].items()}
-        | {"report/n_lesions": report["n_lesions"], "report/n_patients": report["n_patients"]}
-    )
