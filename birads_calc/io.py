@@ -10,7 +10,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,3 +71,72 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
     return path
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back for the block (a few renames), then deliver any that arrived.
+
+    Only the main thread can block signals for the process; elsewhere (or on platforms without
+    ``pthread_sigmask``) the block runs unprotected.
+    """
+    can_block = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    if not can_block:
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextmanager
+def staged_outputs(dest: str | os.PathLike, owned: Iterable[str] = ()) -> Iterator[Path]:
+    """Write a command's whole output set at once: yield an empty staging folder beside ``dest``; when the block
+    finishes without error, move everything in it into ``dest`` (replacing entries of the same name) with SIGINT and
+    SIGTERM held back, and remove the ``owned`` names of ``dest`` the new set does not contain (a previous run's
+    file that this run no longer writes). An error or interruption inside the block leaves ``dest`` as it was.
+
+    Args:
+        dest: the output folder (created if missing).
+        owned: names in ``dest`` that belong to this command's output set (e.g. ``alpha.png``).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp())
+        >>> with staged_outputs(out) as stage:
+        ...     _ = (stage / "a.txt").write_text("new")
+        >>> (out / "a.txt").read_text()
+        'new'
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    try:
+        yield stage
+        with signals_held():
+            _commit(stage, dest, owned)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _commit(stage: Path, dest: Path, owned: Iterable[str]) -> None:
+    """Move the staged entries onto ``dest`` (a folder replaces a folder whole) and drop stale owned names."""
+    new = {p.name for p in stage.iterdir()}
+    for entry in sorted(stage.iterdir()):
+        target = dest / entry.name
+        if target.is_dir() and not target.is_symlink():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+            os.replace(entry, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(entry, target)
+    for name in set(owned) - new:
+        stale = dest / name
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
