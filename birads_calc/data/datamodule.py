@@ -237,7 +237,11 @@ class BiradsDataModule(L.LightningDataModule):
         dataset = self.datasets.get("train")
         if dataset is not None and self.hparams.balanced_sampling and len(dataset):
             sampler = BalancedDistributedSampler(
-                dataset.sample_labels, dataset.samples[:, 0], self.hparams.batch_size, seed=training_seed()
+                dataset.sample_labels,
+                dataset.samples[:, 0],
+                self.hparams.batch_size,
+                seed=training_seed(),
+                accumulate=int(getattr(self.trainer, "accumulate_grad_batches", 1) or 1),  # balance the whole step
             )
             return self._loader("train", sampler=sampler)
         return self._loader(
