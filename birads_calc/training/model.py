@@ -228,10 +228,15 @@ class BiradsClassifier(L.LightningModule):
         return gather_predictions(local, self.all_gather, self.trainer.world_size)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """The injected optimizer and a scheduler stepped once per epoch (paper: StepLR every 10 epochs)."""
+        """The injected optimizer and scheduler: stepped once per epoch (paper: StepLR every 10 epochs), or after
+        every optimizer step for a schedule that says so (``interval = "step"``, e.g. ``CosineToZero``, which is
+        then told the run's number of steps)."""
         optimizer = self.optimizer_factory(self.parameters())
         scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        interval = getattr(scheduler, "interval", "epoch")
+        if hasattr(scheduler, "set_total_steps") and self._trainer is not None:
+            scheduler.set_total_steps(self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
 
 def gather_predictions(
