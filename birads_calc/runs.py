@@ -11,6 +11,7 @@ Every process of a multi-process run must agree on one folder. Three cases:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -63,7 +64,9 @@ def next_version(root: Path, name: str) -> Path:
     return parent / f"version_{max(taken, default=-1) + 1}"
 
 
-def _rank(env: Mapping[str, str]) -> int:
+def process_rank(env: Mapping[str, str] | None = None) -> int:
+    """This process's global rank from the launcher's environment (0 when launched alone)."""
+    env = os.environ if env is None else env
     for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
         if env.get(key, "").isdigit():
             return int(env[key])
@@ -101,15 +104,15 @@ def resolve_run_dir(
     env = os.environ if env is None else env
     if explicit is not None:
         return Path(explicit), False
-    if _rank(env) > 0 and env.get(RUN_DIR_ENV):
+    if process_rank(env) > 0 and env.get(RUN_DIR_ENV):
         return Path(env[RUN_DIR_ENV]), False  # started by rank 0's Lightning launcher
     launched = _launcher_version(env)
     if launched is not None:
         return root / name / launched, False
-    if _rank(env) > 0:
+    if process_rank(env) > 0:
         raise RunFolderError(
-            f"process of rank {_rank(env)} cannot tell which run folder rank 0 chose: give every process the same "
-            "--run_dir, or start them with torchrun --rdzv-id=<id> or srun (SLURM)"
+            f"process of rank {process_rank(env)} cannot tell which run folder rank 0 chose: give every process the "
+            "same --run_dir, or start them with torchrun --rdzv-id=<id> or srun (SLURM)"
         )
     return next_version(root, name), True
 
@@ -138,11 +141,25 @@ def newest_checkpoint(root: Path, name: str, kind: CheckpointKind) -> Path:
     filename = CHECKPOINT_FILES[kind]
     found = [p for p in (root / name).glob(f"*/{CHECKPOINTS}/{filename}") if p.is_file()]
     if not found:
-        raise RunFolderError(
-            f"no {kind} checkpoint of config '{name}' under {root / name}/*/{CHECKPOINTS}/{filename}: run "
-            f"'birads-calc fit --config <{name}.yaml>' first, or pass --ckpt_path"
-        )
+        others = trained_configs(root)
+        seen = (
+            "runs with checkpoints under " + str(root) + ": " + ", ".join(f"{n} ({k} run(s))" for n, k in others)
+            + f". Use e.g. --config {others[0][0]}, or --ckpt_path {root}/{others[0][0]}/<version>/checkpoints/"
+            f"{filename}"
+            if others else f"no run with checkpoints under {root} at all: train one first "
+            f"('birads-calc fit --config {name if name != 'default' else '<method>'}')"
+        )  # fmt: skip
+        raise RunFolderError(f"no {kind} checkpoint of config '{name}' ({root / name}/*/{CHECKPOINTS}/). {seen}")
     return max(found, key=lambda p: p.stat().st_mtime_ns)
+
+
+def trained_configs(root: Path) -> list[tuple[str, int]]:
+    """``(config name, runs with a checkpoint)`` for every config folder under the runs root, most runs first."""
+    counts: dict[str, int] = {}
+    for run in Path(root).glob(f"*/*/{CHECKPOINTS}"):
+        if any(run.glob("*.ckpt")):
+            counts[run.parent.parent.name] = counts.get(run.parent.parent.name, 0) + 1
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
 def run_dir_of_checkpoint(checkpoint: Path) -> Path | None:
@@ -151,3 +168,90 @@ def run_dir_of_checkpoint(checkpoint: Path) -> Path | None:
     if checkpoint.parent.name == CHECKPOINTS:
         return checkpoint.parent.parent
     return None
+
+
+# --- one run per folder ---------------------------------------------------------------------------------------------
+RUN_RECORD = "run.json"  # the run's identity, written by the fit that claims the folder (training/identity.py)
+LOCK_FILE = ".fit.lock"
+RUN_OUTPUTS = ("config.yaml", CHECKPOINTS, "metrics.json", "predictions.csv", "splits.csv")
+
+
+def read_run_record(run_dir: Path) -> dict | None:
+    """The folder's ``run.json``, or ``None`` when it has none.
+
+    Raises:
+        RunFolderError: the file exists but is not a JSON object.
+    """
+    path = Path(run_dir) / RUN_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunFolderError(f"{path}: not a readable run record ({error}); was it edited by hand?") from None
+    if not isinstance(record, dict):
+        raise RunFolderError(f"{path}: not a run record (expected a JSON object)")
+    return record
+
+
+def holds_outputs(run_dir: Path) -> list[str]:
+    """The names of a run's outputs present in the folder (config, checkpoints, metrics, predictions, split)."""
+    run_dir = Path(run_dir)
+    return [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+
+
+def has_checkpoints(run_dir: Path) -> bool:
+    """Whether the run folder holds any ``.ckpt`` file."""
+    return any((Path(run_dir) / CHECKPOINTS).glob("*.ckpt"))
+
+
+class FitLock:
+    """An exclusive lock on a run folder for the life of one ``fit`` process (``fcntl.flock`` on ``.fit.lock``).
+
+    The operating system releases it when the process ends, however it ends, so a crash never leaves a stale lock.
+    Where ``fcntl`` does not exist (Windows) the lock is a no-op.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self._file = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise :class:`RunFolderError` naming the folder and the process holding it."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunFolderError(
+                f"run folder {self.path.parent} is being written by another fit ({holder}); wait for it to end, "
+                "or give this fit another --run_dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def claim_new_version(root: Path, name: str) -> Path:
+    """Create and return the next free ``root/name/version_<k>``; two processes never get the same folder."""
+    while True:
+        candidate = next_version(root, name)
+        try:
+            candidate.mkdir(parents=True, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            continue  # another fit took it between the listing and the mkdir

@@ -48,9 +48,9 @@ def manifest(tmp_path_factory) -> Path:
     return make_tiny_dataset(tmp_path_factory.mktemp("tiny") / "data", patients=10, size=128)
 
 
-def cli(command: str, config: Path, manifest: Path, runs: Path, *extra: str) -> None:
+def cli(command: str, config: Path, manifest: Path, runs: Path, *extra: str) -> int:
     base = [command, "--config", str(config), "--data.manifest", str(manifest), "--runs_root", str(runs)]
-    main([*base, *TINY_OVERRIDES, *extra])
+    return main([*base, *TINY_OVERRIDES, *extra])
 
 
 def printed_config(config: Path, capsys) -> dict:
@@ -153,38 +153,65 @@ def test_fit_then_test_writes_the_run_folder(name, manifest, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_wandb_offline_run_records_method_group_config_and_test_tables(manifest, tmp_path):
+def test_one_wandb_run_per_run_folder_holds_config_learning_rate_and_test_cis(manifest, tmp_path):
     runs = tmp_path / "runs"
-    cli("fit", CONFIGS_DIR / "proposed.yaml", manifest, runs)  # the config's own WandbLogger, offline in tests
-    cli("test", CONFIGS_DIR / "proposed.yaml", manifest, runs)
+    every_step = ("--trainer.log_every_n_steps", "1")
+    assert cli("fit", CONFIGS_DIR / "proposed.yaml", manifest, runs, *every_step) == 0  # its WandbLogger, offline
+    assert cli("fit", CONFIGS_DIR / "proposed.yaml", manifest, runs, *every_step, "--ckpt_path", "last") == 0
+    assert cli("test", CONFIGS_DIR / "proposed.yaml", manifest, runs) == 0
     run_dir = runs / "proposed" / "version_0"
     offline = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(offline) == 2  # one W&B run per command
-    by_job = {}
-    for path in offline:
-        records = read_wandb_records(path)
-        run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
-        by_job[run.job_type] = (path, run, records)
-        config = {item.key: json.loads(item.value_json) for item in run.config.update}
-        assert run.project == "birads-calc" and run.run_group == "mamse_attention_alpha0.2"
-        assert (config["loss"], config["attention"], config["alpha"]) == ("mamse", True, 0.2)
-        assert config["method"] == "MAMSE + attention ROI" and config["config"] == "proposed" and config["seed"] == 0
-        assert "/seed0/" in run.display_name
-    assert set(by_job) == {"fit", "test"}
-    test_path = by_job["test"][0]
-    table = json.loads(next(test_path.parent.glob("files/media/table/test/predictions_*.table.json")).read_text())
+    assert len(offline) == 3  # fit, resumed fit, test: three sessions...
+    runs_seen = [next(r.run for r in read_wandb_records(path) if r.WhichOneof("record_type") == "run")
+                 for path in offline]  # fmt: skip
+    assert len({run.run_id for run in runs_seen}) == 1  # ...of one W&B run, whose id the folder keeps
+    assert runs_seen[0].run_id == (run_dir / ".wandb_id").read_text().strip()
+    first = runs_seen[0]
+    assert first.project == "birads-calc" and first.run_group == "mamse_attention_alpha0.2"
+    assert first.job_type == "train" and "/seed0" in first.display_name
+    config = {item.key: json.loads(item.value_json) for item in first.config.update}
+    assert (config["loss"], config["attention"], config["alpha"]) == ("mamse", True, 0.2)
+    assert config["method"] == "MAMSE + attention ROI" and config["config"] == "proposed" and config["seed"] == 0
+    # the full resolved configuration: optimizer, scheduler, trainer, data, and the recipe
+    assert config["model"]["optimizer"]["class_path"] == "torch.optim.SGD"
+    assert config["model"]["lr_scheduler"]["class_path"] == "torch.optim.lr_scheduler.StepLR"
+    assert config["trainer"]["max_epochs"] == 1 and config["data"]["window"] == 64
+    assert config["recipe"]["global_batch"] == 8 and config["recipe"]["max_epochs"] == 1
+    history = [item for path in offline for r in read_wandb_records(path) if r.WhichOneof("record_type") == "history"
+               for item in r.history.item]  # fmt: skip
+    key = {id(item): item.key or "/".join(item.nested_key) for item in history}  # wandb writes either
+    learning_rates = [json.loads(item.value_json) for item in history if key[id(item)].startswith("lr-")]
+    assert learning_rates and learning_rates[0] == pytest.approx(0.001)  # the learning-rate curve
+    phases = [json.loads(item.value_json) for item in history if key[id(item)] == "phase"]
+    assert phases == ["fit", "fit", "test"]
+    test_records = read_wandb_records(offline[-1])
+    summary = {item.key: json.loads(item.value_json) for r in test_records if r.WhichOneof("record_type") == "summary"
+               for item in r.summary.update}  # fmt: skip
     report = json.loads((run_dir / "metrics.json").read_text())
+    for name in ("qwk", "maqwk_m", "maqwk_b"):
+        for key in ("ci_low", "ci_high", "n"):
+            assert summary[f"test/{name}_{key}"] == report["metrics"][name][key]
+    table = json.loads(next(offline[-1].parent.glob("files/media/table/test/predictions_*.table.json")).read_text())
     assert len(table["data"]) == report["n_lesions"] and "birads_pred" in table["columns"]
-    assert list(test_path.parent.glob("files/media/table/test/confusion_matrix_table_*.table.json"))
 
 
 # --- errors the user can fix ---------------------------------------------------------------------------------------
 def test_test_without_a_checkpoint_says_what_to_do(manifest, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli("test", CONFIGS_DIR / "mse.yaml", manifest, tmp_path / "runs")
-    assert exit_info.value.code == 2
+    assert cli("test", CONFIGS_DIR / "mse.yaml", manifest, tmp_path / "runs") == 2
     err = capsys.readouterr().err
-    assert "no last checkpoint of config 'mse'" in err and "birads-calc fit" in err and "--ckpt_path" in err
+    assert "no last checkpoint of config 'mse'" in err and "birads-calc fit --config mse" in err
+    assert len(err.strip().splitlines()) <= 3  # a few lines, not the usage
+
+
+def test_a_bare_test_names_the_runs_it_found(manifest, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for version in ("version_0", "version_1"):
+        (runs / "mc" / version / "checkpoints").mkdir(parents=True)
+        (runs / "mc" / version / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert main(["test", "--data.manifest", str(manifest), "--runs_root", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert "config 'default'" in err and "mc (2 run(s))" in err and "--config mc" in err
+    assert len(err.strip().splitlines()) <= 3
 
 
 def test_pretrained_offline_stops_the_cli_at_once(manifest, tmp_path, capsys, monkeypatch):

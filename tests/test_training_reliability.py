@@ -105,6 +105,9 @@ def test_fit_killed_mid_run_resumes_with_ckpt_path_last_to_the_uninterrupted_res
     res_momentum = [s["momentum_buffer"] for s in res["optimizer_states"][0]["state"].values()]
     assert all(torch.equal(a, b) for a, b in zip(ref_momentum, res_momentum, strict=True))
     assert res["lr_schedulers"] == ref["lr_schedulers"]
+    # one best.ckpt, the reference's best epoch: a resume replaces it in place, never best-v1.ckpt beside an old one
+    assert sorted(p.name for p in last.parent.iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert load(last.parent / "best.ckpt")["epoch"] == load(ref_dir / "checkpoints" / "best.ckpt")["epoch"]
     # the resumed process trained only the epochs after the checkpoint, each exactly as the reference did
     ref_rows, res_rows = metrics_rows(ref_dir), metrics_rows(run_dir)
     assert {epoch for epoch, _ in res_rows} == set(range(killed_at["epoch"] + 1, EPOCHS))
@@ -114,11 +117,9 @@ def test_fit_killed_mid_run_resumes_with_ckpt_path_last_to_the_uninterrupted_res
 
 
 def test_ckpt_path_last_without_a_run_says_what_to_do(manifest, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(fit_args(manifest, tmp_path / "runs", "--trainer.logger", "false", "--ckpt_path", "last"))
-    assert exit_info.value.code == 2
+    assert main(fit_args(manifest, tmp_path / "runs", "--trainer.logger", "false", "--ckpt_path", "last")) == 2
     err = capsys.readouterr().err
-    assert "no last checkpoint of config 'proposed'" in err and "--ckpt_path" in err
+    assert "no last checkpoint of config 'proposed'" in err and "birads-calc fit --config proposed" in err
 
 
 # --- non-finite loss ----------------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ from __future__ import annotations
 import errno
 import importlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from jsonargparse import ArgumentParser
@@ -41,8 +43,8 @@ INTERRUPTED_NOTES: dict[str, str] = {
     "check-data": "nothing was written",
     "compare": "nothing was written",
     "validate": "nothing was written",
-    "test": "no metrics were written",
-    "predict": "no predictions were written",
+    "test": "no metrics were written (any earlier results of the run are left whole)",
+    "predict": "no predictions were written (any earlier ones are left whole)",
 }
 
 TRAINER_COMMANDS: dict[str, str] = {
@@ -86,19 +88,46 @@ def main(args: Sequence[str] | None = None) -> int:
     from_argv = args is None
     args = list(sys.argv[1:] if from_argv else args)
     command = args[0] if args else None
+    terminated = TerminationSignal()
     try:
-        return _dispatch(command, args, from_argv)
+        with terminated:
+            return _dispatch(command, args, from_argv)
     except KeyboardInterrupt:
         if os.environ.get(DEBUG_ENV):
             raise
-        print(f"birads-calc {command}: interrupted (Ctrl-C); {INTERRUPTED_NOTES.get(command, '')}", file=sys.stderr)
-        return 130
+        how = "terminated (SIGTERM)" if terminated.received else "interrupted (Ctrl-C)"
+        print(f"birads-calc {command}: {how}; {INTERRUPTED_NOTES.get(command, '')}", file=sys.stderr)
+        return 143 if terminated.received else 130
     except (BiradsError, OSError) as error:
         code = exit_code(error)
         if code is None or os.environ.get(DEBUG_ENV):
             raise
         print(f"birads-calc {command}: error: {error_message(error)}", file=sys.stderr)
         return code
+
+
+class TerminationSignal:
+    """SIGTERM handled like Ctrl-C (a batch scheduler's or ``kill``'s polite stop): it raises KeyboardInterrupt in
+    the main thread, so every command stops the way it does on Ctrl-C (Lightning's graceful shutdown, nothing
+    half-written under a real name) and the program exits 143 instead of 130. Lightning keeps calling this handler
+    after its own SIGTERM notifier, which it installs during fit/validate/test/predict."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:
+        self.received = True
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> TerminationSignal:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def _dispatch(command: str | None, args: list[str], from_argv: bool) -> int:
@@ -113,12 +142,31 @@ def _dispatch(command: str | None, args: list[str], from_argv: bool) -> int:
     if command in TRAINER_COMMANDS:
         from birads_calc.cli.trainer import BiradsCLI  # heavy imports (torch, lightning) only when needed
 
-        BiradsCLI(args=None if from_argv else args)  # LightningCLI reads sys.argv itself when given None
+        done = BiradsCLI(args=None if from_argv else args)  # LightningCLI reads sys.argv itself when given None
+        if command == "fit" and done.config.fit.get("test_after_fit") and done.run_dir is not None:
+            BiradsCLI(args=test_after_fit_args(args, done.run_dir))
         return 0
     if command in TOOLS:
         return run_tool(command, args[1:])
     _overview_parser().parse_args(args)  # prints help, or jsonargparse's error for an unknown command
     return 2
+
+
+def test_after_fit_args(args: Sequence[str], run_dir: os.PathLike) -> list[str]:
+    """``fit ... --test_after_fit true`` -> the ``test`` of the run it just trained (its last checkpoint, its run
+    folder, the same configs and overrides; the fit's own ``--ckpt_path``/``--run_dir`` dropped)."""
+    fit_only = ("--ckpt_path", "--run_dir", "--test_after_fit")
+    kept, skip = [], False
+    for arg in list(args)[1:]:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in fit_only:
+            skip = "=" not in arg
+            continue
+        kept.append(arg)
+    return ["test", *kept, "--run_dir", str(run_dir)]
 
 
 def run_tool(command: str, args: Sequence[str], tool: tuple[str, str] | None = None) -> int:

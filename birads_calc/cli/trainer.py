@@ -17,6 +17,7 @@ On top of LightningCLI it adds, through its hooks only:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import signal
@@ -29,34 +30,47 @@ import yaml
 from jsonargparse import Namespace
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from birads_calc.cli.run_integrity import EvaluationPlan, claim_fit_folder, plan_evaluation, split_guard
 from birads_calc.data.datamodule import BiradsDataModule
 from birads_calc.data.roi import GridError, check_grid
 from birads_calc.data.splits import SPLITS_FILE, SplitError
+from birads_calc.errors import InputError
 from birads_calc.reporting.reports import (
     RunInfo,
     method_label,
     write_predict_reports,
     write_test_reports,
 )
-from birads_calc.reporting.wandb_runs import WANDB_PROJECT, finish_wandb, log_test_reports, logged_in, wandb_group
+from birads_calc.reporting.wandb_runs import (
+    WANDB_PROJECT,
+    finish_wandb,
+    log_phase,
+    log_test_reports,
+    logged_in,
+    wandb_group,
+)
+from birads_calc.reporting.wandb_runs import run_id as wandb_run_id
 from birads_calc.runs import (
     CHECKPOINT_FILES,
     CHECKPOINTS,
     LAST,
+    FitLock,
     RunFolderError,
+    claim_new_version,
     config_name,
     export_run_dir,
     newest_checkpoint,
+    process_rank,
     resolve_run_dir,
     run_dir_of_checkpoint,
 )
-from birads_calc.training.callbacks import LastCheckpoint, WandbImages
+from birads_calc.training.callbacks import LastCheckpoint, RunRecord, WandbImages
 from birads_calc.training.checkpoints import (
     AtomicCheckpointIO,
     CheckpointError,
@@ -69,6 +83,7 @@ from birads_calc.training.checkpoints import (
     result_settings,
 )
 from birads_calc.training.guards import NonFiniteLossError, last_checkpoint
+from birads_calc.training.identity import identity
 from birads_calc.training.model import BiradsClassifier, PretrainedWeightsError
 
 GPU_ACCELERATORS = ("gpu", "cuda")
@@ -98,14 +113,21 @@ class BiradsCLI(LightningCLI):
         self.config_settings: dict[str, Any] = {}  # the config's result-changing settings (checkpoints.py)
         self.checkpoint: dict[str, Any] | None = None  # --ckpt_path, read once (mmap)
         self._checkpoint_path: Any = None
+        self.fit_lock: FitLock | None = None  # held for the life of a fit (cli/run_integrity.py)
+        self.run_record: RunRecord | None = None  # fit: the identity kept in run.json and the checkpoints
+        self.evaluation: EvaluationPlan | None = None  # validate/test: split and output folder
         self.command_line: list[str] = []
-        super().__init__(
-            model_class=BiradsClassifier,
-            datamodule_class=BiradsDataModule,
-            args=args,
-            parser_kwargs={"prog": "birads-calc"},
-            **kwargs,
-        )
+        try:  # LightningCLI runs the whole command inside its constructor
+            super().__init__(
+                model_class=BiradsClassifier,
+                datamodule_class=BiradsDataModule,
+                args=args,
+                parser_kwargs={"prog": "birads-calc"},
+                **kwargs,
+            )
+        finally:
+            if self.fit_lock is not None:  # the run folder is free again, however the command ended
+                self.fit_lock.release()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The scale is a property of the data (six- or four-class labels); the model's head follows it.
@@ -119,6 +141,8 @@ class BiradsCLI(LightningCLI):
                 "checkpoint.filename": "best",
                 "checkpoint.save_last": False,  # LastCheckpoint writes last.ckpt after every epoch (callbacks.py)
                 "checkpoint.auto_insert_metric_name": False,
+                # a resumed run replaces best.ckpt in place instead of leaving best-v1.ckpt beside an older best
+                "checkpoint.enable_version_counter": False,
             }
         )
         parser.add_argument("--runs_root", type=Path, default=Path("runs"), help="Folder holding runs/<config>/.")
@@ -138,6 +162,13 @@ class BiradsCLI(LightningCLI):
             default=1000,
             help="Patient-level bootstrap resamples for the CIs.",
         )
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=False,
+            help="fit: then test the run's model after its last epoch in the same W&B run (what a W&B sweep "
+            "agent runs per point, configs/alpha/sweep.yaml).",
+        )
         parser.add_argument("--overlays", type=bool, default=True, help="predict: one overlay PNG per image.")
         parser.add_argument(
             "--overlay_size",
@@ -154,10 +185,7 @@ class BiradsCLI(LightningCLI):
 
     # --- hooks ----------------------------------------------------------------------------------------------------
     def before_instantiate_classes(self) -> None:
-        try:
-            self._prepare_run()
-        except RunFolderError as error:
-            self._parser(self.subcommand).error(str(error))  # usage + message, exit code 2; no traceback
+        self._prepare_run()  # a refusal is an InputError: one message and exit code 2 (cli.main)
 
     def instantiate_classes(self) -> None:
         try:
@@ -183,20 +211,42 @@ class BiradsCLI(LightningCLI):
         return trainer
 
     def _parse_ckpt_path(self) -> None:
-        """Resolve ``--ckpt_path last|best``; LightningCLI then reads the file's hyperparameters (weights-only)."""
+        """Resolve the checkpoint (``--ckpt_path last|best``, or the config's newest one for validate/test/predict)
+        and let it bring its own settings: LightningCLI then takes its model's hyperparameters (weights-only), and
+        the data settings that change results come from it too unless given explicitly (a conflict is refused)."""
         subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        cfg = self.config[subcommand]
+        check_seed(cfg.get("seed_everything"))  # before LightningCLI seeds with it
         try:
-            if subcommand and self.config[subcommand].get("ckpt_path"):
+            if cfg.get("ckpt_path"):
                 self._resolve_checkpoint_keyword(subcommand)
-            if subcommand:  # before Lightning replaces the config's model settings with the checkpoint's
-                self.config_settings = config_settings(self.config[subcommand])
-                self._read_checkpoint(self.config[subcommand])
+            elif subcommand != "fit":
+                cfg.ckpt_path = str(default_checkpoint(cfg, self.run_name(cfg)))
+                self.checkpoint_choice = cfg.evaluate_checkpoint
+                say(f"{subcommand}: using the newest {cfg.evaluate_checkpoint} checkpoint of config "
+                    f"'{self.run_name(cfg)}': {cfg.ckpt_path}")  # fmt: skip
+            explicit = self._explicit_config(subcommand)
+            self.config_settings = config_settings(explicit)  # before Lightning replaces the model settings
+            self._read_checkpoint(cfg)
+            if self.checkpoint is not None:
+                for key, value in adopt_checkpoint_data(cfg, self.checkpoint, explicit).items():
+                    say(f"{subcommand}: data.{key} {value} from the checkpoint")
             super()._parse_ckpt_path()
-        except RunFolderError as error:
-            self._parser(subcommand).error(str(error))
         except pickle.UnpicklingError as error:  # refused before any model or trainer exists
-            say(unsafe_checkpoint_message(self.config[subcommand].ckpt_path, error))
+            say(unsafe_checkpoint_message(cfg.ckpt_path, error))
             raise SystemExit(1) from None
+
+    def _explicit_config(self, subcommand: str) -> Namespace:
+        """What the command line and its ``--config`` files set, without the defaults."""
+        if not self.command_line:
+            return self.config[subcommand]
+        try:
+            explicit = self.parser.parse_args(self.command_line, defaults=False)
+        except SystemExit:  # cannot happen after the same line parsed with defaults; be safe
+            return self.config[subcommand]
+        return explicit.get(subcommand) or Namespace()
 
     def _run_subcommand(self, subcommand: str) -> None:
         """Run the command; a diverged loss or an unsafe checkpoint ends it with a message and exit code 1."""
@@ -219,7 +269,7 @@ class BiradsCLI(LightningCLI):
             self.checkpoint = read_checkpoint(cfg.ckpt_path, weights_only=cfg.get("weights_only") is not False)
             self._checkpoint_path = cfg.ckpt_path
 
-    def _check_checkpoint(self, cfg: Namespace, run_dir: Path) -> None:
+    def _check_checkpoint(self, cfg: Namespace) -> None:
         """Refuse a checkpoint of another method or scale; announce the one used, warning if its run was short."""
         self._read_checkpoint(cfg)
         different = checkpoint_mismatches(self.config_settings, checkpoint_settings(self.checkpoint))
@@ -246,16 +296,16 @@ class BiradsCLI(LightningCLI):
         if cfg.get("weights_only") is None:
             cfg.weights_only = True  # never unpickle arbitrary objects; --weights_only false for a trusted file
         if subcommand == "fit":
+            check_epochs(cfg.trainer)
             run_dir = self._fit_run_dir(cfg, name)
         else:
             run_dir = self._evaluation_run_dir(cfg, name)
-            self._check_checkpoint(cfg, run_dir)
             cfg.model.pretrained = False  # the weights come from the checkpoint; no ImageNet download needed
         self.run_dir = run_dir
-        pin_splits(cfg, run_dir, subcommand)
         cfg.trainer.default_root_dir = str(run_dir)
         cfg.checkpoint.dirpath = str(run_dir / CHECKPOINTS)
-        configure_loggers(cfg, name, run_dir, subcommand)
+        recipe = {"recipe": self.run_record.identity["recipe"]} if self.run_record is not None else {}
+        configure_loggers(cfg, name, run_dir, subcommand, recipe)
         self.save_config_kwargs["config_filename"] = "config.yaml" if subcommand == "fit" else f"{subcommand}.yaml"
 
     def _resolve_checkpoint_keyword(self, subcommand: str) -> None:
@@ -268,26 +318,75 @@ class BiradsCLI(LightningCLI):
             say(f"{subcommand}: --ckpt_path {keyword}: {cfg.ckpt_path}")
 
     def _fit_run_dir(self, cfg: Namespace, name: str) -> Path:
-        if cfg.ckpt_path and run_dir_of_checkpoint(Path(cfg.ckpt_path)) is not None:
-            return run_dir_of_checkpoint(Path(cfg.ckpt_path))  # resuming continues in the same folder
-        run_dir, export = resolve_run_dir(Path(cfg.runs_root), name, cfg.run_dir)
-        if export:
-            export_run_dir(run_dir)
+        """The folder of this fit: the resumed checkpoint's, ``--run_dir``, or a newly claimed version; rank 0
+        claims it (``run.json`` + lock) and refuses a folder of another run (cli/run_integrity.py)."""
+        resume = Path(cfg.ckpt_path) if cfg.ckpt_path else None
+        if resume is not None:
+            self._check_checkpoint(cfg)
+        run_dir = run_dir_of_checkpoint(resume) if resume is not None else None
+        if run_dir is None:
+            run_dir, export = resolve_run_dir(Path(cfg.runs_root), name, cfg.run_dir)
+            if export:
+                run_dir = claim_new_version(Path(cfg.runs_root), name)  # atomically: two fits never share one
+                export_run_dir(run_dir)
+        if process_rank() > 0:
+            return run_dir  # rank 0 claimed it and holds the lock
+        manifest = Path(cfg.data.manifest)
+        if not manifest.is_file():
+            raise RunFolderError(f"--data.manifest {manifest}: file not found")
+        identity = run_identity(cfg.as_dict(), manifest, world_size(cfg.trainer))
+        self.fit_lock, salt = claim_fit_folder(run_dir, identity, resume)
+        self.run_record = RunRecord(run_dir, identity, salt)
         return run_dir
 
     def _evaluation_run_dir(self, cfg: Namespace, name: str) -> Path:
-        if not cfg.ckpt_path:
-            cfg.ckpt_path = str(default_checkpoint(cfg, name))
-            self.checkpoint_choice = cfg.evaluate_checkpoint
-            say(f"{self.subcommand}: using the newest {cfg.evaluate_checkpoint} checkpoint of config '{name}': "
-                f"{cfg.ckpt_path}")  # fmt: skip
-        run_dir = cfg.run_dir or run_dir_of_checkpoint(Path(cfg.ckpt_path))
-        if run_dir is None:
-            run_dir, _ = resolve_run_dir(Path(cfg.runs_root), name)
-        return Path(run_dir)
+        """The output folder of validate/test/predict; for validate/test also the split (always the checkpoint's
+        run's own, or an external one checked against the patients the checkpoint saw)."""
+        checkpoint_path = Path(cfg.ckpt_path)
+        self._check_checkpoint(cfg)
+        if self.subcommand == "predict":
+            run_dir = cfg.run_dir or run_dir_of_checkpoint(checkpoint_path) or Path(cfg.runs_root) / name / "predict"
+            pin_splits(cfg, run_dir_of_checkpoint(checkpoint_path) or Path(run_dir), "predict")
+            return Path(run_dir)
+        explicit = Path(cfg.data.splits) if cfg.data.get("splits") else None
+        plan = plan_evaluation(self.subcommand, checkpoint_path, self.checkpoint, explicit, cfg.run_dir,
+                               Path(cfg.data.manifest), Path(cfg.runs_root))  # fmt: skip
+        cfg.data.splits = plan.splits
+        if plan.splits is not None:
+            kind = "the run's pinned" if plan.own_split else "the external (checked against the checkpoint's)"
+            say(f"{self.subcommand}: using {kind} patient split {plan.splits}")
+        if not plan.own_split:
+            say(f"{self.subcommand}: not the run's own split: results go to {plan.output_dir}, never over the run's")
+        self.evaluation = plan
+        return plan.output_dir
 
     def before_fit(self) -> None:
         self.datamodule.record_splits = self.run_dir / SPLITS_FILE  # the split this fit uses, for later commands
+        if self.run_record is not None:
+            self.trainer.callbacks.append(self.run_record)
+        if self.trainer.loggers:
+            self.trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))  # the schedule's curve
+        self._log_phase()
+
+    def before_validate(self) -> None:
+        self.datamodule.split_guard = split_guard(self.checkpoint, str(self.config_splits() or "the manifest"))
+        self._log_phase()
+
+    def before_test(self) -> None:
+        self.before_validate()
+
+    def before_predict(self) -> None:
+        self._log_phase()
+
+    def _log_phase(self) -> None:
+        """Mark the command in the run's one W&B run (rank 0)."""
+        if self.trainer.is_global_zero:
+            for logger in self.trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    log_phase(logger, self.subcommand)
+
+    def config_splits(self) -> Path | None:
+        return self.evaluation.splits if self.evaluation is not None else None
 
     def after_fit(self) -> None:
         finish_wandb(self.trainer)
@@ -336,7 +435,8 @@ class BiradsCLI(LightningCLI):
             num_classes=hp.num_classes,
             checkpoint=str(cfg.ckpt_path) if cfg.ckpt_path else None,
             **checkpoint_record(cfg.ckpt_path, self.checkpoint_choice),
-            seed=run_seed(self.run_dir, cfg.seed_everything),
+            seed=run_seed(self.checkpoint, self.run_dir, cfg.seed_everything),
+            saved=(self.checkpoint or {}).get("birads_calc"),
         )
         report, rows = write_test_reports(
             self.run_dir,
@@ -346,17 +446,20 @@ class BiradsCLI(LightningCLI):
             resamples=cfg.bootstrap_resamples,
             root=self.datamodule.manifest.parent,
         )
-        say(
-            f"test: wrote {self.run_dir / 'metrics.json'}, {self.run_dir / 'predictions.csv'} and report.md beside them"
-        )
+        say(f"test: wrote {self.run_dir / 'metrics.json'}, predictions.csv and report.md beside it")
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger):
                 log_test_reports(logger, report, rows)
 
 
 def default_checkpoint(cfg: Namespace, name: str) -> Path:
-    """The checkpoint evaluated without ``--ckpt_path``: the config's newest ``last.ckpt`` (paper: the model after
-    the last epoch) or, with ``--evaluate_checkpoint best``, its newest ``best.ckpt``."""
+    """The checkpoint evaluated without ``--ckpt_path``: the ``last.ckpt`` (paper: the model after the last epoch)
+    or, with ``--evaluate_checkpoint best``, the ``best.ckpt`` of ``--run_dir`` when it holds one, else the config's
+    newest."""
+    if cfg.get("run_dir"):
+        own = Path(cfg.run_dir) / CHECKPOINTS / CHECKPOINT_FILES[cfg.evaluate_checkpoint]
+        if own.is_file():
+            return own
     return newest_checkpoint(Path(cfg.runs_root), name, cfg.evaluate_checkpoint)
 
 
@@ -369,8 +472,12 @@ def checkpoint_record(path: Any, choice: str | None) -> dict[str, Any]:
     return {"checkpoint_selection": choice or "given", "checkpoint_epochs": int(saved.get("epoch", -1)) + 1}
 
 
-def run_seed(run_dir: Path, default: Any) -> int | None:
-    """The training seed of a run: ``seed_everything`` of its fit's ``config.yaml``, else this command's."""
+def run_seed(checkpoint: dict[str, Any] | None, run_dir: Path, default: Any) -> int | None:
+    """The training seed of a run: the checkpoint's identity record, else ``seed_everything`` of the run's
+    ``config.yaml``, else this command's."""
+    recorded = ((checkpoint or {}).get("birads_calc") or {}).get("identity", {}).get("seed")
+    if recorded is not None:
+        return int(recorded)
     config = Path(run_dir) / "config.yaml"
     if config.is_file():
         saved = yaml.safe_load(config.read_text()) or {}
@@ -407,6 +514,50 @@ def unsafe_checkpoint_message(path: Any, error: Exception) -> str:
         f"them could run arbitrary code ({detail or type(error).__name__}). birads-calc checkpoints never do. "
         "Load only checkpoints from a source you trust; if you trust this file, pass --weights_only false."
     )
+
+
+# data settings a checkpoint brings with it (what its model was trained on); the rest (manifest, batch size, workers,
+# cache) belong to the command
+DATA_FROM_CHECKPOINT = ("num_classes", "window", "stride", "attention", "pixel_spacing_mm", "voi")
+
+
+def adopt_checkpoint_data(cfg: Namespace, checkpoint: dict[str, Any], explicit: Namespace) -> dict[str, Any]:
+    """Take the checkpoint's data settings where the command line and its configs give none (Lightning takes the
+    model's itself); return the ones that changed. An explicit conflicting value stays and is refused by
+    :meth:`BiradsCLI._check_checkpoint`."""
+    saved = checkpoint.get("datamodule_hyper_parameters") or {}
+    given = explicit.get("data") or Namespace()
+    changed = {}
+    for key in DATA_FROM_CHECKPOINT:
+        if key in saved and given.get(key) is None and cfg.data.get(key) != saved[key]:
+            cfg.data[key] = changed[key] = saved[key]
+    return changed
+
+
+SEED_RANGE = (0, 2**32 - 1)  # what NumPy's and torch's generators accept
+
+
+def check_seed(seed: Any) -> None:
+    """Refuse a training seed outside [0, 2^32) (Lightning would warn and silently train with seed 0)."""
+    if isinstance(seed, int) and not isinstance(seed, bool) and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise InputError(f"--seed_everything {seed}: a seed must be a whole number from 0 to {SEED_RANGE[1]}")
+
+
+def check_epochs(trainer: Namespace) -> None:
+    """Refuse a fit that would train nothing (``max_epochs 0`` ends at once without a checkpoint)."""
+    if trainer.get("max_epochs") == 0 or trainer.get("max_steps") == 0:
+        option = "max_epochs" if trainer.get("max_epochs") == 0 else "max_steps"
+        raise InputError(f"--trainer.{option} 0: nothing to train; give at least 1 (-1: no limit)")
+
+
+def world_size(trainer: Namespace) -> int:
+    """Processes of a run: devices x nodes (after the CPU fallback)."""
+    return _device_count(trainer.devices) * int(trainer.num_nodes or 1)
+
+
+def run_identity(config: dict[str, Any], manifest: Path, processes: int) -> dict[str, Any]:
+    """The identity record of a fit (training/identity.py), from its resolved config."""
+    return identity(config, manifest, processes)
 
 
 def config_settings(cfg: Namespace) -> dict[str, Any]:
@@ -483,7 +634,9 @@ def _strategy_name(strategy: Any) -> str:
     return strategy.class_path.rsplit(".", 1)[-1] if isinstance(strategy, Namespace) else str(strategy)
 
 
-def configure_loggers(cfg: Namespace, name: str, run_dir: Path, subcommand: str) -> None:
+def configure_loggers(
+    cfg: Namespace, name: str, run_dir: Path, subcommand: str, extra_config: dict[str, Any] | None = None
+) -> None:
     """Point file loggers at the run folder; group W&B runs by method, offline unless the user is logged in."""
     loggers = cfg.trainer.logger
     for logger in loggers if isinstance(loggers, list) else [loggers]:
@@ -493,27 +646,28 @@ def configure_loggers(cfg: Namespace, name: str, run_dir: Path, subcommand: str)
         init.save_dir = str(run_dir)
         if logger.class_path.endswith("WandbLogger"):
             _configure_wandb(init, cfg, name, run_dir, subcommand)
+            init.config = {**init.config, **(extra_config or {})}
         else:  # CSV / TensorBoard: fit writes straight into the run folder; test/validate/predict into a
             # subfolder of their own, so they never overwrite the training curves
             init.name, init.version = "", "" if subcommand == "fit" else subcommand
 
 
 def _configure_wandb(init: Namespace, cfg: Namespace, name: str, run_dir: Path, subcommand: str) -> None:
+    """One W&B run per run folder (wandb_runs.run_id), grouped by method; the fit sends the whole resolved config."""
     loss, attention, alpha = cfg.model.loss, bool(cfg.data.attention), float(cfg.model.alpha)
-    seed = run_seed(run_dir, cfg.seed_everything)
+    seed = run_seed(None, run_dir, cfg.seed_everything)
     init.project = init.project or WANDB_PROJECT
     init.group = init.group or wandb_group(loss, attention, alpha)
-    init.job_type = init.job_type or subcommand
-    init.name = init.name or f"{name}/{run_dir.name}/seed{seed}/{subcommand}"
-    init.config = {
-        **(init.config or {}),
-        "config": name,
-        "method": method_label(loss, attention),
-        "loss": loss,
-        "attention": attention,
-        "alpha": alpha if loss == "mamse" else None,
-        "seed": seed,
-    }
+    init.id = init.id or wandb_run_id(run_dir)
+    init.job_type = init.job_type or ("train" if subcommand == "fit" else None)
+    init.name = init.name or f"{name}/{run_dir.name}/seed{seed}"
+    method = {"config": name, "method": method_label(loss, attention), "loss": loss, "attention": attention,
+              "alpha": alpha if loss == "mamse" else None, "seed": seed}  # fmt: skip
+    # fit: the full resolved configuration (trainer, optimizer, scheduler, data, model); later commands of the run
+    # add nothing that would overwrite it
+    full = {key: value for key, value in cfg.clone().as_dict().items() if key not in ("config", "ckpt_path")}
+    full = json.loads(json.dumps(full, default=str))  # plain values (jsonargparse's PositiveInt, paths)
+    init.config = {**(init.config or {}), **(full if subcommand == "fit" else {}), **method}
     if "WANDB_MODE" not in os.environ and not init.offline and not logged_in():
         init.offline = True
         say("W&B: not logged in, logging offline into the run folder (run 'wandb login' to sync online)")

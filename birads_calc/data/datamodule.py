@@ -12,7 +12,7 @@ calcifications, bit 1 = this lesion), ``target`` int64, ``malignancy`` float32, 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -149,6 +149,9 @@ class BiradsDataModule(L.LightningDataModule):
         self.cache: LesionCache | None = None
         self.datasets: dict[str, WindowDataset] = {}
         self.record_splits: Path | None = None
+        # called with (splits, lesions, stage) once the split is made: the CLI refuses an evaluation that would
+        # include patients the model trained or was validated on (cli/run_integrity.py)
+        self.split_guard: Callable[[dict[str, list[int]], list[Lesion], str], None] | None = None
 
     # -- preparation ---------------------------------------------------------------------------------------------
 
@@ -186,6 +189,8 @@ class BiradsDataModule(L.LightningDataModule):
         self._targets = np.asarray([-1 if x.label is None else x.label for x in self.lesions], dtype=np.int64)
         self._malignancy = np.asarray([x.malignancy for x in self.lesions], dtype=np.float32)
         self.splits = {} if stage == "predict" else self._split()  # predict uses every row
+        if self.split_guard is not None and stage is not None:
+            self.split_guard(self.splits, self.lesions, stage)
         if stage == "fit" and self.record_splits is not None and (self.trainer is None or self.trainer.is_global_zero):
             write_splits(self.record_splits, assignment_of(self.splits, self.lesions))
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}

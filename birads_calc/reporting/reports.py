@@ -24,7 +24,7 @@ import torch
 from birads_calc.categories import BENIGN, MALIGNANT, label_name, scale
 from birads_calc.data.dicom import DEFAULT_VOI
 from birads_calc.data.manifest import Lesion
-from birads_calc.io import atomic_path, write_csv, write_json
+from birads_calc.io import atomic_path, staged_outputs, write_csv, write_json
 from birads_calc.metrics import UndefinedMetricWarning, bootstrap_ci
 from birads_calc.metrics.functional import (
     confusion_matrix,
@@ -33,6 +33,7 @@ from birads_calc.metrics.functional import (
     quadratic_weighted_kappa,
 )
 from birads_calc.reporting.calibration import CALIBRATION_COLUMNS, calibration_table
+from birads_calc.training.identity import evaluation_identity
 
 PREDICTION_COLUMNS = (
     "patient_id",
@@ -48,6 +49,15 @@ PREDICTION_COLUMNS = (
 )
 PREDICT_COLUMNS = (*PREDICTION_COLUMNS, "overlay", "split")  # split: the run's pinned split of the patient
 BREAST_COLUMNS = ("patient_id", "laterality", "image", "birads_max", "risk", "lesion_id", "row", "n_lesions")
+# the files of one test, written together (io.staged_outputs): an interrupted re-test leaves the previous set whole
+TEST_OUTPUTS = (
+    "predictions.csv",
+    "metrics.json",
+    "class_counts.csv",
+    "calibration.csv",
+    "confusion_matrix.png",
+    "report.md",
+)
 CLASS_COUNT_COLUMNS = ("category", "n_true", "n_pred", "n_correct", "recall", "precision")
 METRIC_NAMES = {"qwk": "QWK", "maqwk_m": "MAQWK-M", "maqwk_b": "MAQWK-B", "auroc": "AUROC (malignancy)"}
 LOSS_LABELS = {"ce": "MC", "mse": "MSE", "mamse": "MAMSE"}
@@ -78,6 +88,7 @@ class RunInfo:
     checkpoint_selection: str | None = None  # last (model after the last epoch), best (val QWK) or given
     checkpoint_epochs: int | None = None  # epochs the evaluated model had trained
     seed: int | None = None  # the training seed (seed_everything)
+    saved: Mapping[str, Any] | None = None  # the checkpoint's own record (checkpoint["birads_calc"]): its identity
 
 
 def manifest_path(path: Path, root: Path | None) -> str:
@@ -175,9 +186,8 @@ def write_test_reports(
     """
     if predictions["index"].numel() == 0:
         raise ValueError("the test split holds no lesions: nothing to report (check the manifest's split)")
-    run_dir, n = Path(run_dir), info.num_classes
+    n = info.num_classes
     rows = prediction_rows(predictions, lesions, n, root)
-    write_csv(run_dir / "predictions.csv", rows, PREDICTION_COLUMNS)
     patients = [row["patient_id"] for row in rows]
     report = {
         "config": info.config,
@@ -193,17 +203,20 @@ def write_test_reports(
         "checkpoint_selection": info.checkpoint_selection,
         "checkpoint_epochs": info.checkpoint_epochs,
         "seed": info.seed,
+        "identity": evaluation_identity(info.saved, rows, info.checkpoint_selection, info.checkpoint_epochs),
         "metrics": test_metrics(predictions, patients, n, resamples, level, seed),
         "confusion_matrix": confusion_matrix(predictions["pred"], predictions["target"], n).tolist(),
         "bootstrap": {"resamples": resamples, "unit": "patient", "level": level, "seed": seed},
     }
-    write_json(run_dir / "metrics.json", report)
     counts = class_counts(report["confusion_matrix"], report["classes"])
-    write_csv(run_dir / "class_counts.csv", counts, CLASS_COUNT_COLUMNS)
     calibration = calibration_table(predictions["pred"].numpy(), predictions["malignancy"].numpy(), n, level)
-    write_csv(run_dir / "calibration.csv", calibration, CALIBRATION_COLUMNS)
-    write_confusion_png(run_dir / "confusion_matrix.png", report["confusion_matrix"], report["classes"])
-    write_text(run_dir / "report.md", report_markdown(report, counts, calibration))
+    with staged_outputs(run_dir, owned=TEST_OUTPUTS) as stage:
+        write_csv(stage / "predictions.csv", rows, PREDICTION_COLUMNS)
+        write_json(stage / "metrics.json", report)
+        write_csv(stage / "class_counts.csv", counts, CLASS_COUNT_COLUMNS)
+        write_csv(stage / "calibration.csv", calibration, CALIBRATION_COLUMNS)
+        write_confusion_png(stage / "confusion_matrix.png", report["confusion_matrix"], report["classes"])
+        write_text(stage / "report.md", report_markdown(report, counts, calibration))
     return report, rows
 
 

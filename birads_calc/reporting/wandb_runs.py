@@ -3,11 +3,18 @@
 W&B is optional at run time: offline unless the user has logged in (``wandb login``), never prompting, and tests
 run with ``WANDB_MODE=offline``. Runs are grouped by method (loss, attention, alpha) so the group view shows the
 spread over seeds (docs/wandb.md).
+
+**One W&B run per run folder**: its id is kept in the folder (``.wandb_id``) and every command of that run (fit,
+a resumed fit, validate, test, predict) logs into it with ``resume="allow"``; a W&B sweep agent's run id
+(``WANDB_RUN_ID``) takes precedence, so an agent's fit and test land in the agent's run.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger
@@ -15,6 +22,34 @@ from lightning.pytorch.loggers import WandbLogger
 from birads_calc.reporting.reports import PREDICTION_COLUMNS, method_key
 
 WANDB_PROJECT = "birads-calc"
+RUN_ID_FILE = ".wandb_id"
+METRIC_KEYS = ("value", "ci_low", "ci_high", "n")
+
+
+def run_id(folder: Path) -> str:
+    """The W&B run id of a run folder: a sweep agent's (``WANDB_RUN_ID``), else the one kept in the folder, else a
+    new one, kept there for the run's later commands."""
+    path = Path(folder) / RUN_ID_FILE
+    kept = path.read_text().strip() if path.is_file() else ""
+    chosen = os.environ.get("WANDB_RUN_ID") or kept
+    if not chosen:
+        chosen = secrets.token_hex(4)  # W&B's own ids are 8 characters of [a-z0-9]
+    if chosen != kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(chosen + "\n")
+    return chosen
+
+
+def test_summary(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The W&B summary of a test: every metric with its CI bounds and count, so dashboards can draw error bars."""
+    summary = {f"test/{name}_{key}" if key != "value" else f"test/{name}": metric.get(key)
+               for name, metric in report["metrics"].items() for key in METRIC_KEYS}  # fmt: skip
+    return summary | {"test/n_lesions": report["n_lesions"], "test/n_patients": report["n_patients"]}
+
+
+def log_phase(logger: Any, phase: str) -> None:
+    """Mark in the run's history where a command (fit, validate, test, predict) of the run began."""
+    logger.experiment.log({"phase": phase})
 
 
 def logged_in() -> bool:
@@ -63,7 +98,4 @@ def log_test_reports(logger: Any, report: Mapping[str, Any], rows: Sequence[Mapp
             )
         }
     )
-    logger.experiment.summary.update(
-        {f"report/{name}": m["value"] for name, m in report["metrics"].items()}
-        | {"report/n_lesions": report["n_lesions"], "report/n_patients": report["n_patients"]}
-    )
+    logger.experiment.summary.update(test_summary(report))

@@ -5,19 +5,26 @@
   ``last.ckpt`` is days old and a resumed week-long run would repeat those days. This callback writes
   ``<run>/checkpoints/last.ckpt`` after every epoch (Lightning's own atomic save: a kill mid-write leaves the
   previous file), so ``fit --ckpt_path last`` loses at most the epoch in progress.
+* :class:`RunRecord`: the run's identity and hashed split in ``run.json`` and in every checkpoint.
 * :class:`WandbImages`: training ROIs as W&B images, only when the config asks (``wandb_images.max_images``);
   by default no image leaves the machine.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import os
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 
-from birads_calc.runs import CHECKPOINTS
+from birads_calc.data.splits import assignment_of
+from birads_calc.io import write_json
+from birads_calc.runs import CHECKPOINTS, RUN_RECORD
+from birads_calc.training.identity import split_record
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -63,3 +70,34 @@ class WandbImages(Callback):
         for logger in loggers:
             logger.log_image("train/rois", list(images), step=trainer.global_step, caption=captions[: len(images)])
         self._logged = True
+
+
+class RunRecord(Callback):
+    """Keeps the run's identity with its outputs: the realised split's fingerprint in ``<run>/run.json`` once the
+    split is made, and the identity plus the salted training/validation patient hashes in every checkpoint
+    (``checkpoint["birads_calc"]``), so a checkpoint can refuse an evaluation on patients it saw even away from its
+    run folder (training/identity.py).
+
+    Args:
+        run_dir: the run folder (its ``run.json`` was written when ``fit`` claimed it).
+        identity: the run's identity record.
+        salt: the run's salt for the patient hashes (kept in ``run.json``, so a resume hashes alike).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, identity: dict, salt: str) -> None:
+        self.run_dir = Path(run_dir)
+        self.identity = copy.deepcopy(identity)
+        self.salt = salt
+        self.split: dict | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        self.split = split_record(assignment_of(datamodule.splits, datamodule.lesions), self.salt)
+        self.identity["data"]["split_sha256"] = self.split["sha256"]
+        if trainer.is_global_zero:
+            path = self.run_dir / RUN_RECORD
+            record = json.loads(path.read_text()) if path.is_file() else {"salt": self.salt}
+            write_json(path, {**record, "identity": self.identity})
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint.setdefault("birads_calc", {}).update(identity=copy.deepcopy(self.identity), split=self.split)
