@@ -25,7 +25,7 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
-from birads_calc import __version__
+import birads_calc
 from birads_calc.errors import BiradsError, InputError
 from birads_calc.packaged_configs import resolve_config
 from birads_calc.progress import LEVELS, configure_logging
@@ -242,7 +242,7 @@ def _overview_parser() -> ArgumentParser:
         "Run 'birads-calc COMMAND --help' for the options of a command. Every command also takes "
         f"--log_level {{{','.join(LEVELS)}}} (default: ${LOG_ENV} or info); the trainer commands take --config "
         "NAME for a packaged config ('birads-calc configs' lists them).",
-        version=__version__,
+        version=birads_calc.__version__,
     )
     commands = parser.add_subcommands(dest="command")
     for name, help_text in {**TRAINER_COMMANDS, **{k: v[1] for k, v in TOOLS.items()}}.items():
