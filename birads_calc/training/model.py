@@ -330,7 +330,12 @@ def check_backbone_name(name: str) -> None:
     Raises:
         BackboneError: naming the option and what to give instead (the known tags, or close model names).
     """
-    source, model_id = parse_model_name(name)
+    try:
+        source, model_id = parse_model_name(name)
+    except ValueError as error:  # "hf-hub:" with nothing after it
+        raise BackboneError(
+            f"--model.backbone {name}: {error} Write hf-hub:<org>/<name> or local-dir:<folder>"
+        ) from None
     if source == "hf-hub":
         if not HUB_MODEL_ID.fullmatch(model_id):
             raise BackboneError(
