@@ -11,12 +11,16 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 import birads_calc
 from birads_calc.cli import main, resolve_config_options
@@ -153,7 +157,8 @@ def test_the_installed_wheel_runs_the_readme_from_an_empty_folder(wheel, tmp_pat
     """pip install --no-deps of the wheel into a folder of its own (the venv supplies the dependencies), then the
     README's quick start with the packaged configs by name: synth, a tiny fit and test, nothing of the clone used."""
     site = tmp_path / "site"
-    install = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site), str(wheel)]
+    install = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site),
+               str(wheel)]  # fmt: skip
     done = subprocess.run(install, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     work = tmp_path / "work"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 
 import pytest
@@ -128,6 +129,15 @@ def test_synth_and_prepare_report_progress_on_stderr_and_their_result_on_stdout(
                  "--log_level", "warning"]) == 0  # fmt: skip
     captured = capsys.readouterr()
     assert "crop cache" not in captured.err and captured.out.startswith("cache ")  # quiet, result still there
+
+
+def test_log_level_anywhere_on_the_command_line_for_this_command_only(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("BIRADS_CALC_LOG", raising=False)
+    assert main(["--log_level", "warning", "synth", "--out", str(tmp_path / "d"), *SYNTH]) == 0
+    assert "rendering" not in capsys.readouterr().err
+    assert "BIRADS_CALC_LOG" not in os.environ  # exported for the command's child processes (DDP), not kept
+    assert main(["synth", "--out", str(tmp_path / "e"), *SYNTH, "--log_level=info"]) == 0
+    assert "synth: rendering:" in capsys.readouterr().err
 
 
 def test_log_level_from_the_environment(tmp_path, capsys, monkeypatch):

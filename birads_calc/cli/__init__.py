@@ -100,7 +100,7 @@ def main(args: Sequence[str] | None = None) -> int:
     """
     from_argv = args is None
     args = list(sys.argv[1:] if from_argv else args)
-    command = next((arg for arg in args if not arg.startswith("-")), None)
+    command, log_env = _command_word(args), os.environ.get(LOG_ENV)
     try:
         args = shared_options(args)
         command = args[0] if args else None
@@ -118,6 +118,11 @@ def main(args: Sequence[str] | None = None) -> int:
             raise
         print(f"birads-calc {command}: error: {error_message(error)}", file=sys.stderr)
         return code
+    finally:  # --log_level was exported for this command's child processes only, not for a later main() call
+        if log_env is None:
+            os.environ.pop(LOG_ENV, None)
+        else:
+            os.environ[LOG_ENV] = log_env
 
 
 def shared_options(args: Sequence[str]) -> list[str]:
@@ -150,6 +155,13 @@ def resolve_config_options(args: Sequence[str]) -> list[str]:
         elif arg in CONFIG_OPTIONS and i + 1 < len(args):
             args[i + 1] = resolve_config(args[i + 1])
     return args
+
+
+def _command_word(args: Sequence[str]) -> str | None:
+    """The command of a raw command line: its first word that is neither an option nor ``--log_level``'s value."""
+    previous = [None, *args][: len(args)]
+    words = (a for before, a in zip(previous, args, strict=True) if not a.startswith("-") and before != "--log_level")
+    return next(words, None)
 
 
 def _take_option(args: list[str], option: str) -> tuple[list[str], str | None]:
