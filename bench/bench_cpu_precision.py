@@ -4,9 +4,9 @@ One training step (forward, MAMSE-style regression loss, backward, SGD step) of 
 ``resnet18``, one output, channels-last as the paper configs run it) on a batch of attention ROIs, timed under
 each precision Lightning offers on a CPU: ``32-true`` (the baseline), ``bf16-mixed`` (autocast to bfloat16, what
 Lightning's ``bf16-mixed`` plugin does) and ``bf16-true`` (weights and activations in bfloat16), in turns so that
-a load burst on a shared machine hits all of them alike. The ratio is baseline time / time (above 1: faster than
-fp32). The step is ``birads_calc.training.precision.training_step``, the one the CLI times at start; the last entry
-is what ``cpu_precision`` decides on this machine, and why.
+a load burst on a shared machine hits all of them alike (median of up to 7 turns). The ratio is baseline time /
+time (above 1: faster than fp32). The step is ``birads_calc.training.precision.training_step``, the one the CLI
+times at start; the last entry is what ``cpu_precision`` decides on this machine, and why.
 
 Usage: ``python bench/run.py --only cpu_precision`` or ``python bench/bench_cpu_precision.py`` (``--quick``: timm
 ``test_resnet``, 64 px, where bf16 loses even on CPUs with AMX).
@@ -35,7 +35,7 @@ def run(quick: bool = False) -> dict[str, dict]:
         else {"backbone": "resnet18", "batch": 8, "size": 224}
     )
     probe["channels_last"] = True
-    times = measure(PRECISIONS, repeat=3, **probe)
+    times = measure(PRECISIONS, repeat=7, budget_s=120, **probe)  # medians of turns, as the CLI's probe
     base = times["32-true"]
     out = {
         f"cpu_step_{p.replace('-', '_')}": figure(t, base, "s/step", None, lower_is_better=True)

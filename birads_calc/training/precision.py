@@ -9,8 +9,9 @@ timm's tiny ``test_resnet`` ran slower (conversions outweigh the cheaper arithme
 1. takes ``BIRADS_CALC_CPU_PRECISION`` when it is set (``32-true`` or ``bf16-mixed``);
 2. chooses ``32-true`` on a CPU without native bfloat16, without measuring;
 3. otherwise times a few ResNet-18 training steps (the paper's backbone, channels-last as the paper configs run it)
-   under both precisions, once per process (a few seconds), and takes ``bf16-mixed`` only when it is at least
-   :data:`MIN_SPEEDUP` times faster.
+   under both precisions in turns, once per process (a few seconds; at most ~15 s plus the first steps on a
+   loaded machine), and takes ``bf16-mixed`` only when its median step is at least :data:`MIN_SPEEDUP` times
+   faster. The measurement is taken under the machine's present load, which the training will share.
 
 The answer carries its reason, which ``birads_calc.cli.trainer.cpu_fallback`` prints at start, and the measured
 times (:meth:`CpuPrecision.as_record`, for the run's recipe). ``bench/bench_cpu_precision.py`` measures the same
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import os
+import statistics
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -105,22 +107,27 @@ def training_step(
     return step
 
 
-def measure(precisions: Iterable[str] = CHOICES, repeat: int = 2, **probe) -> dict[str, float]:
-    """Best seconds per training step under each precision, timed in turns (a load burst hits all alike).
+def measure(precisions: Iterable[str] = CHOICES, repeat: int = 5, budget_s: float = 15.0, **probe) -> dict[str, float]:
+    """Median seconds per training step under each precision, the precisions timed in turns.
 
-    ``probe``: :func:`training_step`'s workload (default :data:`PROBE`). Each precision runs one untimed step
-    first (oneDNN builds its kernels on first use).
+    Timing in turns means a burst of other load on a shared machine slows every precision alike, and the median
+    ignores a turn that a burst hit hardest. At most ``repeat`` turns, and no new turn once ``budget_s`` seconds
+    have passed (at least two turns). ``probe``: :func:`training_step`'s workload (default :data:`PROBE`). Each
+    precision runs one untimed step first (oneDNN builds its kernels on first use).
     """
     steps = {p: training_step(p, **(probe or PROBE)) for p in precisions}
     for step in steps.values():
         step()
-    best = dict.fromkeys(steps, float("inf"))
-    for _ in range(repeat):
+    times: dict[str, list[float]] = {p: [] for p in steps}
+    start = time.perf_counter()
+    for turn in range(repeat):
+        if turn >= 2 and time.perf_counter() - start > budget_s:
+            break
         for precision, step in steps.items():
-            start = time.perf_counter()
+            began = time.perf_counter()
             step()
-            best[precision] = min(best[precision], time.perf_counter() - start)
-    return best
+            times[precision].append(time.perf_counter() - began)
+    return {p: statistics.median(t) for p, t in times.items()}
 
 
 def choose(flags: list[str], times: dict[str, float] | None) -> CpuPrecision:
