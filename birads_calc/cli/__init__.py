@@ -135,7 +135,7 @@ def shared_options(args: Sequence[str]) -> list[str]:
     Raises:
         InputError: an unknown log level, or a ``--config`` file that exists nowhere.
     """
-    args, given = _take_option(list(args), "--log_level")
+    args, given = _take_log_level(list(args))
     level = given or os.environ.get(LOG_ENV) or "info"
     if level.lower() not in LEVELS:
         source = "--log_level" if given else LOG_ENV
@@ -164,16 +164,16 @@ def _command_word(args: Sequence[str]) -> str | None:
     return next(words, None)
 
 
-def _take_option(args: list[str], option: str) -> tuple[list[str], str | None]:
-    """Remove every ``option VALUE`` / ``option=VALUE`` from ``args``; the last value wins."""
+def _take_log_level(args: list[str]) -> tuple[list[str], str | None]:
+    """Remove every ``--log_level VALUE`` / ``--log_level=VALUE`` from ``args``; the last value wins."""
     rest, value, i = [], None, 0
     while i < len(args):
-        if args[i] == option:
+        if args[i] == "--log_level":
             if i + 1 >= len(args):
-                raise InputError(f"{option} needs a value: one of {', '.join(LEVELS)}")
+                raise InputError(f"--log_level needs a value: one of {', '.join(LEVELS)}")
             value, i = args[i + 1], i + 2
             continue
-        if args[i].startswith(f"{option}="):
+        if args[i].startswith("--log_level="):
             value = args[i].split("=", 1)[1]
         else:
             rest.append(args[i])
