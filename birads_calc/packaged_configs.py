@@ -47,7 +47,7 @@ def find_config(name: str | os.PathLike) -> Path | None:
     if text.startswith(("/", "../")) or "/../" in text:
         return None  # a path of the user's, never a name
     stem = text[: -len(Path(text).suffix)] if Path(text).suffix in SUFFIXES else text
-    return next((config_dir() / f"{stem}{s}" for s in SUFFIXES if (config_dir() / f"{stem}{s}").is_file()), None)
+    return next((config_dir() / f"{stem}{s}" for s in SUFFIXES if _is_file(config_dir() / f"{stem}{s}")), None)
 
 
 def resolve_config(value: str) -> str:
@@ -60,19 +60,34 @@ def resolve_config(value: str) -> str:
     Raises:
         InputError: ``value`` names a config file that does not exist.
     """
-    if Path(value).is_file():
+    if "\n" in value or _is_file(value):
         return value
-    found = find_config(value) if "\n" not in value else None
+    found = find_config(value)
     if found is not None:
         return str(found)
     if Path(value).suffix in SUFFIXES:
-        hint = f"; the packaged one is --config {Path(value).stem}" if find_config(Path(value).name) else ""
+        name = _packaged_name_in(Path(value))
+        hint = f"; the packaged one is --config {name}" if name else ""
         raise InputError(
             f"--config {value}: no such file{hint}. Packaged configs (name them without a path, e.g. "
             f"--config proposed): {', '.join(config_names())}; 'birads-calc configs --copy DIR' writes editable "
             "copies"
         )
     return value
+
+
+def _is_file(value: str | os.PathLike) -> bool:
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):  # a name too long for a path, or a NUL: not a file
+        return False
+
+
+def _packaged_name_in(path: Path) -> str | None:
+    """The packaged config a missing path meant (``configs/alpha/alpha_0.1.yaml`` -> ``alpha/alpha_0.1``)."""
+    parts = path.with_suffix("").parts
+    names = ("/".join(parts[i:]) for i in range(len(parts)))
+    return next((name for name in names if find_config(name)), None)
 
 
 def description(name: str) -> str:

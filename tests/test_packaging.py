@@ -123,6 +123,10 @@ def test_a_file_given_by_path_wins_and_a_missing_one_names_the_packaged(tmp_path
     assert printed(capsys, "--config", "proposed")["model"]["alpha"] == 0.2  # the bare name: the packaged one
     with pytest.raises(InputError, match="configs/mc.yaml: no such file; the packaged one is --config mc"):
         resolve_config_options(["fit", "--config", "configs/mc.yaml"])
+    with pytest.raises(InputError, match="the packaged one is --config alpha/alpha_0.1"):
+        resolve_config_options(["fit", "--config=configs/alpha/alpha_0.1.yaml"])
+    inline = ["fit", "--config", "trainer:\n  max_epochs: 1", "--config", "x" * 5000]  # not names: left to jsonargparse
+    assert resolve_config_options(inline) == inline
     assert main(["test", "--config", "configs/mc.yaml"]) == 2
     assert "birads-calc test: error: --config configs/mc.yaml: no such file" in capsys.readouterr().err
 
