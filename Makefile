@@ -9,13 +9,14 @@ DEMO_DIR ?= data/demo
 
 install: $(STAMP)
 
-# Reinstall only when the dependency list changes; the package itself is editable.
+# Reinstall only when the dependency list changes; the package itself is editable. The sweeps extra (a small
+# pure-Python validator) lets tests/test_sweep.py check configs/alpha/sweep.yaml against W&B's schema.
 # torch/torchvision: pip's constraint file on the development machines caps them at the pair on local disk
 # (torch 2.14.1 + torchvision 0.29.1); elsewhere pip takes the newest pair that matches pyproject.toml.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --progress-bar off -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --progress-bar off -e ".[dev,sweeps]"
 	touch $(STAMP)
 
 test: install

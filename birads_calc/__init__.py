@@ -6,7 +6,8 @@ backbone regressing a risk score, the malignancy-adjusted MSE loss and the MAQWK
 The package is laid out by pipeline stage; a module imports only from stages below its own (tested by
 ``tests/test_layout.py``, drawn in ``docs/architecture.md``):
 
-0. foundations ``categories`` (BI-RADS scales), ``io`` (atomic writes), ``runs`` (run folders)
+0. foundations ``categories`` (BI-RADS scales), ``errors``, ``io`` (atomic writes), ``runs`` (run folders),
+   ``progress`` (progress and logging), ``packaged_configs`` (the paper configs in ``configs/``, package data)
 1. ``data`` (manifest, DICOM, windows/ROIs, cache, data module, synthetic data, dataset converters),
    ``metrics`` (QWK, MAQWK, Eq. 5-7), ``losses`` (MAMSE, Eq. 2-4)
 2. ``training`` (the LightningModule, callbacks, guards)
@@ -14,4 +15,5 @@ The package is laid out by pipeline stage; a module imports only from stages bel
 4. ``cli`` (the ``birads-calc`` program)
 """
 
+# The one place the version is written: pyproject.toml reads it (setuptools dynamic version), `--version` prints it.
 __version__ = "0.1.0"

@@ -8,6 +8,9 @@ import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# A GPU config on the CPU would time bf16 against fp32 on CPUs with native bf16 (training/precision.py): the tests'
+# tiny models train fastest, and identically on every machine, in fp32. tests/test_precision.py tests the choice.
+os.environ.setdefault("BIRADS_CALC_CPU_PRECISION", "32-true")
 # Tests use tiny models: on a shared 2-core machine a second intra-op thread only adds contention (10x slower steps).
 torch.set_num_threads(1)
 

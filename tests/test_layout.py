@@ -23,6 +23,8 @@ LEVELS: dict[str, int] = {
     "categories": 0,
     "errors": 0,
     "io": 0,
+    "packaged_configs": 0,  # the configs shipped in the wheel, found by name
+    "progress": 0,  # progress bars/lines and the CLI's logging setup
     "runs": 0,
     "data": 1,
     "metrics": 1,

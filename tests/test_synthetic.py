@@ -99,9 +99,9 @@ def test_interrupted_run_leaves_no_manifest(tmp_path, monkeypatch):
 
 def test_refuses_to_overwrite_and_too_small_images(dataset, tmp_path, capsys):
     assert main(["synth", "--out", str(dataset), "--patients", "1"]) == 2
-    assert "already exists" in capsys.readouterr().out
+    assert "already exists" in capsys.readouterr().err  # errors on stderr, never mixed into results
     assert main(["synth", "--out", str(tmp_path / "e"), "--image_size", "64", "64"]) == 2
-    assert "--image_size 64 64" in capsys.readouterr().out
+    assert "--image_size 64 64" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
 
 

@@ -236,8 +236,8 @@ def test_cpu_fallback_changes_and_reports_each_setting():
         "trainer.devices 2 -> 1 (one CPU process uses every core)",
         "trainer.strategy ddp -> auto",
         "trainer.accumulate_grad_batches 1 -> 2 (keeps the global batch of 2 x data.batch_size)",
-        "trainer.precision 16-mixed -> 32-true (fastest on CPUs: bf16-mixed measured ~10x slower than fp32; "
-        "bench/bench_cpu_precision.py)",
+        "trainer.precision 16-mixed -> 32-true (set by BIRADS_CALC_CPU_PRECISION; "  # tests/conftest.py
+        "BIRADS_CALC_CPU_PRECISION=32-true|bf16-mixed or --trainer.precision decide instead)",
     ]
     assert (trainer.accelerator, trainer.devices, trainer.strategy, trainer.precision) == (
         "cpu", 1, "auto", "32-true")  # fmt: skip

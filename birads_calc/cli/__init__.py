@@ -7,6 +7,11 @@ Stage: the top of the package. It may import every other stage and nothing impor
 The data tools (``synth``, ``convert``, ``check-data``, ``prepare``, ``compare``) are small jsonargparse programs
 that never build a model or a trainer. Each tool module exposes ``configure_parser(parser)`` and ``main(cfg)``;
 they are imported only when their command runs, so ``--help`` and the trainer commands stay fast.
+
+Before any command runs, :func:`main` reads what every command shares: ``--log_level`` (or ``BIRADS_CALC_LOG``)
+configures logging once (``birads_calc.progress``), and ``--config NAME`` becomes the packaged config of that name
+(``birads_calc.packaged_configs``), so the paper configs work outside a clone. Messages, progress and errors go to
+stderr; stdout carries results only (tables, listings, the data tools' closing line, ``--print_config``).
 """
 
 from __future__ import annotations
@@ -18,12 +23,18 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
-from birads_calc.errors import BiradsError
+import birads_calc
+from birads_calc.errors import BiradsError, InputError
+from birads_calc.packaged_configs import resolve_config
+from birads_calc.progress import LEVELS, configure_logging
 
 DEBUG_ENV = "BIRADS_CALC_DEBUG"  # set to 1: errors show their traceback
+LOG_ENV = "BIRADS_CALC_LOG"  # debug | info (default) | warning | error; --log_level wins
+CONFIG_OPTIONS = ("--config", "-c")
 # errno -> (exit code, what to do): the operating-system errors a user's input or machine causes
 OS_ERRORS: dict[int, tuple[int, str]] = {
     errno.ENOENT: (2, "check the path"),
@@ -62,6 +73,10 @@ TOOLS: dict[str, tuple[str, str]] = {
     "prepare": ("birads_calc.data.cache", "Build the lesion crop cache of a manifest ahead of training."),
     "compare": ("birads_calc.reporting.compare", "Table 3 layout (and Fig. 3 alpha curve) from finished runs."),
     "detect": ("birads_calc.detection.tool", "Find calcification regions on images without masks: masks + manifest."),
+    "configs": (
+        "birads_calc.packaged_configs",
+        "List the packaged configs (use them as --config NAME); --copy DIR writes editable copies.",
+    ),
 }
 # predict on DICOM studies (--dicomweb / --dicom_dir): birads_calc.clinical's own parser, not LightningCLI's
 CLINICAL_PREDICT = (
@@ -87,9 +102,13 @@ def main(args: Sequence[str] | None = None) -> int:
     """
     from_argv = args is None
     args = list(sys.argv[1:] if from_argv else args)
-    command = args[0] if args else None
+    command, log_env = _command_word(args), os.environ.get(LOG_ENV)
     terminated = TerminationSignal()
     try:
+        args = shared_options(args)
+        command = args[0] if args else None
+        if from_argv:  # LightningCLI reads sys.argv itself, and Lightning's DDP launcher re-runs it
+            sys.argv[1:] = args
         with terminated:
             return _dispatch(command, args, from_argv)
     except KeyboardInterrupt:
@@ -104,6 +123,67 @@ def main(args: Sequence[str] | None = None) -> int:
             raise
         print(f"birads-calc {command}: error: {error_message(error)}", file=sys.stderr)
         return code
+    finally:  # --log_level was exported for this command's child processes only, not for a later main() call
+        if log_env is None:
+            os.environ.pop(LOG_ENV, None)
+        else:
+            os.environ[LOG_ENV] = log_env
+
+
+def shared_options(args: Sequence[str]) -> list[str]:
+    """Apply what every command shares and return the command line for the command itself.
+
+    ``--log_level LEVEL`` (anywhere; default ``$BIRADS_CALC_LOG`` or ``info``) configures logging and is removed;
+    it is exported to ``BIRADS_CALC_LOG`` so processes started by this one (DDP ranks) log alike. Each
+    ``--config NAME`` naming a packaged config becomes that file's path (a file given by path stays as it is).
+
+    Raises:
+        InputError: an unknown log level, or a ``--config`` file that exists nowhere.
+    """
+    args, given = _take_log_level(list(args))
+    level = given or os.environ.get(LOG_ENV) or "info"
+    if level.lower() not in LEVELS:
+        source = "--log_level" if given else LOG_ENV
+        raise InputError(f"{source} {level}: not a log level; use one of {', '.join(LEVELS)}")
+    os.environ[LOG_ENV] = level.lower()
+    configure_logging(level)
+    return resolve_config_options(args)
+
+
+def resolve_config_options(args: Sequence[str]) -> list[str]:
+    """``--config NAME`` / ``--config=NAME`` / ``-c NAME``: a packaged config's name becomes its file."""
+    args = list(args)
+    for i, arg in enumerate(args):
+        name, equals, value = arg.partition("=")
+        if equals and name in CONFIG_OPTIONS:
+            args[i] = f"{name}={resolve_config(value)}"
+        elif arg in CONFIG_OPTIONS and i + 1 < len(args):
+            args[i + 1] = resolve_config(args[i + 1])
+    return args
+
+
+def _command_word(args: Sequence[str]) -> str | None:
+    """The command of a raw command line: its first word that is neither an option nor ``--log_level``'s value."""
+    previous = [None, *args][: len(args)]
+    words = (a for before, a in zip(previous, args, strict=True) if not a.startswith("-") and before != "--log_level")
+    return next(words, None)
+
+
+def _take_log_level(args: list[str]) -> tuple[list[str], str | None]:
+    """Remove every ``--log_level VALUE`` / ``--log_level=VALUE`` from ``args``; the last value wins."""
+    rest, value, i = [], None, 0
+    while i < len(args):
+        if args[i] == "--log_level":
+            if i + 1 >= len(args):
+                raise InputError(f"--log_level needs a value: one of {', '.join(LEVELS)}")
+            value, i = args[i + 1], i + 2
+            continue
+        if args[i].startswith("--log_level="):
+            value = args[i].split("=", 1)[1]
+        else:
+            rest.append(args[i])
+        i += 1
+    return rest, value
 
 
 class TerminationSignal:
@@ -142,9 +222,11 @@ def _dispatch(command: str | None, args: list[str], from_argv: bool) -> int:
     if command in TRAINER_COMMANDS:
         from birads_calc.cli.trainer import BiradsCLI  # heavy imports (torch, lightning) only when needed
 
-        done = BiradsCLI(args=None if from_argv else args)  # LightningCLI reads sys.argv itself when given None
-        if command == "fit" and done.config.fit.get("test_after_fit") and done.run_dir is not None:
-            BiradsCLI(args=test_after_fit_args(args, done.run_dir))
+        cli = BiradsCLI(args=None if from_argv else args)  # LightningCLI reads sys.argv itself when given None
+        if command == "fit":
+            say_what_fit_wrote(cli.run_dir)
+            if cli.config.fit.get("test_after_fit") and cli.run_dir is not None:
+                BiradsCLI(args=test_after_fit_args(args, cli.run_dir))
         return 0
     if command in TOOLS:
         return run_tool(command, args[1:])
@@ -201,11 +283,26 @@ def error_message(error: BaseException) -> str:
     return text
 
 
+def say_what_fit_wrote(run_dir: Path | None) -> None:
+    """fit's closing line: the run folder and the files a later command uses (rank 0 only)."""
+    from birads_calc.cli.trainer import say
+    from birads_calc.runs import CHECKPOINTS
+
+    if run_dir is None:
+        return
+    names = [f"{CHECKPOINTS}/{p.name}" for p in sorted((run_dir / CHECKPOINTS).glob("*.ckpt"))]
+    names += [name for name in ("config.yaml", "splits.csv") if (run_dir / name).is_file()]
+    say(f"fit: wrote {run_dir}: {', '.join(names) or 'no checkpoint'}")
+
+
 def _overview_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="birads-calc",
         description="Per-calcification BI-RADS classification on mammograms. "
-        "Run 'birads-calc COMMAND --help' for the options of a command.",
+        "Run 'birads-calc COMMAND --help' for the options of a command. Every command also takes "
+        f"--log_level {{{','.join(LEVELS)}}} (default: ${LOG_ENV} or info); the trainer commands take --config "
+        "NAME for a packaged config ('birads-calc configs' lists them).",
+        version=birads_calc.__version__,
     )
     commands = parser.add_subcommands(dest="command")
     for name, help_text in {**TRAINER_COMMANDS, **{k: v[1] for k, v in TOOLS.items()}}.items():

@@ -85,12 +85,12 @@ from birads_calc.training.checkpoints import (
 from birads_calc.training.guards import NonFiniteLossError, last_checkpoint
 from birads_calc.training.identity import identity
 from birads_calc.training.model import BiradsClassifier, PretrainedWeightsError
+from birads_calc.training.precision import cpu_precision
 
 GPU_ACCELERATORS = ("gpu", "cuda")
 HALF_PRECISIONS = ("16-mixed", "16", 16, "16-true")
-# what a GPU config's 16-bit precision becomes on the CPU: the fastest measured by bench/bench_cpu_precision.py
-CPU_PRECISION = "32-true"
-CPU_PRECISION_WHY = "fastest on CPUs: bf16-mixed measured ~10x slower than fp32; bench/bench_cpu_precision.py"
+# what a GPU config's 16-bit precision becomes on the CPU: chosen per machine (training/precision.py)
+CPU_PRECISION_OVERRIDE = "BIRADS_CALC_CPU_PRECISION=32-true|bf16-mixed or --trainer.precision decide instead"
 FILE_LOGGERS = ("WandbLogger", "CSVLogger", "TensorBoardLogger")
 
 
@@ -595,8 +595,9 @@ def cpu_fallback(trainer: Namespace, cuda_available: bool | None = None) -> list
     A config asking for GPUs runs on the CPU in one process: ``devices: N`` with DDP becomes one device with
     ``accumulate_grad_batches`` multiplied by N, so the optimiser still sees the global batch of N x
     ``data.batch_size`` (DDP averages the N per-device gradients, accumulation the N consecutive ones). 16-bit
-    precision becomes :data:`CPU_PRECISION`, the fastest precision measured for a training step on CPUs
-    (``bench/bench_cpu_precision.py``; bf16-mixed, the obvious replacement, was much slower).
+    precision becomes what :func:`birads_calc.training.precision.cpu_precision` chooses for this CPU: bf16-mixed
+    where the processor runs bfloat16 natively and a training step measured faster, else 32-true; the line
+    printed says which and why.
     """
     cuda_available = torch.cuda.is_available() if cuda_available is None else cuda_available
     changes = []
@@ -617,8 +618,11 @@ def cpu_fallback(trainer: Namespace, cuda_available: bool | None = None) -> list
             trainer.accumulate_grad_batches = accumulate * factor
     on_cpu = str(trainer.accelerator).lower() == "cpu" or (str(trainer.accelerator) == "auto" and not cuda_available)
     if on_cpu and trainer.precision in HALF_PRECISIONS:
-        changes.append(f"trainer.precision {trainer.precision} -> {CPU_PRECISION} ({CPU_PRECISION_WHY})")
-        trainer.precision = CPU_PRECISION
+        choice = cpu_precision()
+        changes.append(
+            f"trainer.precision {trainer.precision} -> {choice.precision} ({choice.reason}; {CPU_PRECISION_OVERRIDE})"
+        )
+        trainer.precision = choice.precision
     return changes
 
 

@@ -60,6 +60,7 @@ from birads_calc.data.roi import (
     to_pixels,
 )
 from birads_calc.io import write_json
+from birads_calc.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +214,7 @@ def build_cache(manifest: Path, settings: CacheSettings, cache_dir: Path, key: s
     cache_dir.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_builds(cache_dir)
     target = cache_dir / f"{manifest.stem}-{key[:20]}"
+    log.info("building the crop cache of %s (%d lesions, decoded once): %s", manifest, len(lesions), target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX, dir=cache_dir))
     (tmp / OWNER_FILE).write_text(_owner())
     try:
@@ -315,7 +317,7 @@ def _write_crops(folder: Path, lesions: Sequence[Lesion], settings: CacheSetting
         by_image.setdefault(lesion.image, []).append(lesion)
     offset = 0
     with (folder / "pixels.u16").open("wb") as pixel_file, (folder / "masks.u8").open("wb") as mask_file:
-        for image_path, group in by_image.items():
+        for image_path, group in track(by_image.items(), "crop cache: decoding", unit="image"):
             try:
                 image, masks = load_image(image_path, group, settings)
             except ImageReadError as error:

@@ -6,9 +6,13 @@ processes, so a DDP run gives exactly the single-process value, whatever the sha
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.utilities.plot import plot_single_or_multi_val
 
 from birads_calc.metrics.functional import (
     Kind,
@@ -37,6 +41,39 @@ class _ConfusionMetric(Metric):
         self.validate_args = validate_args
         zeros = torch.zeros(num_classes, num_classes, dtype=torch.long)
         self.add_state("confmat", default=zeros, dist_reduce_fx="sum")
+
+    @property
+    def plot_name(self) -> str:
+        """The y-axis label of :meth:`plot` (the paper's name of the metric)."""
+        return "QWK"
+
+    def plot(self, val: Tensor | Sequence[Tensor] | None = None, ax: Any = None) -> tuple[Any, Any]:
+        """Plot one value or a series of values (e.g. one per epoch), as torchmetrics' own metrics do.
+
+        Args:
+            val: a result of :meth:`compute` (or ``forward``), or a sequence of them drawn as a curve over steps;
+                default: :meth:`compute` now.
+            ax: a matplotlib axis to draw into; default: a new figure.
+
+        Returns:
+            ``(figure, axes)``; the figure is ``None`` when ``ax`` was given. The axis spans the kappa range
+            [-1, 1], with the better direction marked.
+
+        Example:
+            >>> metric = QuadraticWeightedKappa(num_classes=6)
+            >>> metric.update(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 3]))
+            >>> figure, axes = metric.plot()
+        """
+        val = self.compute() if val is None else val
+        return plot_single_or_multi_val(
+            val,
+            ax=ax,
+            higher_is_better=self.higher_is_better,
+            name=self.plot_name,
+            lower_bound=self.plot_lower_bound,
+            upper_bound=self.plot_upper_bound,
+            legend_name=self.plot_legend_name,
+        )
 
 
 class QuadraticWeightedKappa(_ConfusionMetric):
@@ -88,6 +125,11 @@ class MalignancyAdjustedQWK(_ConfusionMetric):
         _check_kind(kind)
         super().__init__(num_classes, validate_args, **kwargs)
         self.kind = kind
+
+    @property
+    def plot_name(self) -> str:
+        """``MAQWK-M`` or ``MAQWK-B``."""
+        return f"MAQWK-{self.kind[0].upper()}"
 
     def update(self, preds: Tensor, target: Tensor, malignancy: Tensor) -> None:
         """Add a batch: predicted and true class indices and malignancy (1.0 / 0.0 / 0.5) per sample."""

@@ -29,6 +29,7 @@ from birads_calc.data.manifest import Lesion
 from birads_calc.data.masks import read_mask
 from birads_calc.data.roi import bounding_box
 from birads_calc.io import atomic_path
+from birads_calc.progress import track
 
 # One fixed colour per category, from benign green to malignant magenta (colour-blind safe enough, and distinct
 # from the gray image). Four-class 4 takes the 4B orange.
@@ -191,7 +192,7 @@ def write_image_overlays(
     for row in rows:
         by_image.setdefault(row["image"], []).append(row)
     names = overlay_names(list(by_image))
-    for image, members in by_image.items():
+    for image, members in track(by_image.items(), "predict: drawing overlays", unit="image"):
         first = lesions_by_row[int(members[0]["row"])]
         pixels = read_image(first.image, voi=voi).pixels
         drawn = [

@@ -5,17 +5,26 @@ class by ``categories.risk_to_class``. The multi-class baseline (``loss: ce``) h
 the argmax and its "risk" (used for AUROC and written to predictions.csv) is the expected segment centre
 ``sum_k p_k (2k+1)/(2N)``, i.e. the probability-weighted position on the same [0, 1] scale.
 
+Backbones: any name ``timm.create_model`` takes: a timm model (``resnet18``), with a pretrained tag
+(``resnet18.tv_in1k``; a tag timm does not know is refused with the tags it does), a Hugging Face Hub model
+(``hf-hub:timm/resnet18.a1_in1k``, whose config and weights come from the hub) or a folder saved by timm
+(``local-dir:/models/resnet18``, config.json and model.safetensors).
+
 ImageNet weights: ``timm.create_model(name, pretrained=True)`` retries an unreachable hub for about a minute.
-Hospital workstations and cluster nodes are often offline, so :func:`create_backbone` decides up front where the
-weights come from (a local file, the local Hugging Face cache, or the hub when it answers within seconds) and
-otherwise stops at once, saying both ways out.
+Hospital workstations and cluster nodes are often offline or behind a proxy, so :func:`create_backbone` decides up
+front where the weights come from (a local file, the local Hugging Face cache, or the hub when it answers within
+seconds, through the proxy that ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` select, as every HTTP client does) and
+otherwise stops at once, naming the proxy it tried and the ways out.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
-import socket
-from collections.abc import Callable, Iterable
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -24,6 +33,7 @@ import lightning as L
 import timm
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from timm.models import parse_model_name, split_model_name_tag
 from torch import nn
 from torchmetrics import MetricCollection
 
@@ -34,6 +44,8 @@ from birads_calc.metrics import MalignancyAdjustedQWK, QuadraticWeightedKappa
 from birads_calc.training.guards import check_finite_loss
 
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm publishes on the Hugging Face Hub
+HUB_CONFIG = "config.json"  # an hf-hub: or local-dir: model's architecture and preprocessing
+HUB_MODEL_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")  # org/name[@revision]
 PROBE_TIMEOUT_S = 3.0
 PREDICTION_DTYPES = {
     "index": torch.long,
@@ -46,11 +58,12 @@ PREDICTION_KEYS = tuple(PREDICTION_DTYPES)
 
 
 class BackboneError(InputError, ValueError):
-    """A backbone name that timm does not know."""
+    """A backbone name that timm does not know (or a pretrained tag, hub id or local folder it cannot use)."""
 
 
 class PretrainedWeightsError(InputError, RuntimeError):
-    """ImageNet weights were asked for but can be had neither from the network nor from a local file."""
+    """What the backbone needs from the hub (ImageNet weights; for ``hf-hub:`` names also the model's config) can be
+    had neither from the network nor from a local file or cache."""
 
 
 def paper_optimizer(params: Iterable) -> torch.optim.Optimizer:
@@ -279,38 +292,122 @@ def create_backbone(
     """A timm model with a fresh ``num_outputs`` head, ImageNet weights loaded when asked for.
 
     Args:
-        name: any timm model name, e.g. ``"resnet18"``.
+        name: any name timm takes: ``"resnet18"``, ``"resnet18.tv_in1k"``, ``"hf-hub:timm/resnet18.a1_in1k"``,
+            ``"local-dir:/path/to/folder"``.
         num_outputs: size of the new head (1 risk logit, or N class logits).
         pretrained: load ImageNet weights: from ``weights_path`` if given, else the local Hugging Face cache
-            (``$HF_HOME``), else the hub, but only when it accepts a connection within a few seconds.
+            (``$HF_HOME``), else the hub, but only when it answers within a few seconds.
         weights_path: a local ``.safetensors`` or PyTorch state-dict file of the same architecture (loaded with
             ``weights_only``; timm drops the old classifier head).
 
     Raises:
-        PretrainedWeightsError: weights asked for, none found locally and the hub unreachable; or ``weights_path``
-            does not exist.
-        BackboneError: ``name`` is not a timm model.
+        BackboneError: ``name`` is not a model timm knows, has a pretrained tag timm does not know (the message
+            lists the known ones), is a malformed hub id or a folder without ``config.json``.
+        PretrainedWeightsError: weights asked for (or an ``hf-hub:`` model's config needed), none found locally and
+            the hub unreachable, directly or through the configured proxy; or ``weights_path`` does not exist.
     """
-    if not timm.is_model(name):
-        raise BackboneError(f"--model.backbone: unknown timm backbone {name!r}; see timm.list_models() for the names")
+    check_backbone_name(name)
     if weights_path is not None:
         path = Path(weights_path).expanduser()
         if not path.is_file():
             raise PretrainedWeightsError(f"backbone weights file not found: {path} (model.weights_path)")
+        _require_hub_config(name)
         return _timm_from_file(name, num_outputs, path)
+    source, model_id = parse_model_name(name)
+    if source == "local-dir":
+        return _timm_from_folder(name, Path(model_id).expanduser(), num_outputs, pretrained)
+    if source == "hf-hub":
+        if not _hub_files_cached(model_id, pretrained):
+            _require_network(name, hub_endpoint_host(), "its config and weights" if pretrained else "its config")
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_outputs)
     if not pretrained:
         return timm.create_model(name, pretrained=False, num_classes=num_outputs)
     cached = cached_hub_weights(name)
     if cached is not None:
         return _timm_from_file(name, num_outputs, cached)
-    host = _weights_host(name)
-    if not _reachable(host):
-        raise PretrainedWeightsError(_offline_message(name, host))
+    _require_network(name, _weights_host(name), "ImageNet weights")
     return timm.create_model(name, pretrained=True, num_classes=num_outputs)
+
+
+def check_backbone_name(name: str) -> None:
+    """Refuse, before anything is built, a name ``timm.create_model`` would fail on (offline: no hub is asked).
+
+    Raises:
+        BackboneError: naming the option and what to give instead (the known tags, or close model names).
+    """
+    try:
+        source, model_id = parse_model_name(name)
+    except ValueError as error:  # "hf-hub:" with nothing after it
+        raise BackboneError(
+            f"--model.backbone {name}: {error} Write hf-hub:<org>/<name> or local-dir:<folder>"
+        ) from None
+    if source == "hf-hub":
+        if not HUB_MODEL_ID.fullmatch(model_id):
+            raise BackboneError(
+                f"--model.backbone {name}: not a Hugging Face Hub model id; write hf-hub:<org>/<name>[@revision], "
+                "e.g. hf-hub:timm/resnet18.a1_in1k"
+            )
+        return
+    if source == "local-dir":
+        folder = Path(model_id).expanduser()
+        if not (folder / HUB_CONFIG).is_file():
+            raise BackboneError(
+                f"--model.backbone {name}: {folder} has no {HUB_CONFIG}; local-dir: names a folder with a timm model "
+                "(timm.models.save_for_hf(model, folder), or a hub download: config.json + model.safetensors)"
+            )
+        return
+    arch, tag = split_model_name_tag(model_id)
+    if not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.75)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models() for the names"
+        raise BackboneError(f"--model.backbone: unknown timm backbone {name!r}{hint}")
+    try:
+        timm.models.get_pretrained_cfg(model_id)  # timm's own check of the tag
+    except RuntimeError:
+        tags = pretrained_tags(arch)
+        known = f"its tags are {', '.join(tags)}" if tags else "it has no pretrained weights in timm"
+        raise BackboneError(
+            f"--model.backbone {name}: timm knows no pretrained tag {tag!r} for {arch}; {known} "
+            f"(write {arch}.<tag>, or {arch} alone for its default weights)"
+        ) from None
+
+
+def pretrained_tags(arch: str) -> list[str]:
+    """The pretrained tags timm has for architecture ``arch`` (``resnet18`` -> ``a1_in1k``, ..., ``tv_in1k``)."""
+    return [full.split(".", 1)[1] for full in timm.list_pretrained(f"{arch}.*")]
 
 
 def _timm_from_file(name: str, num_outputs: int, path: Path) -> nn.Module:
     return timm.create_model(name, pretrained=True, num_classes=num_outputs, pretrained_cfg_overlay={"file": str(path)})
+
+
+def _timm_from_folder(name: str, folder: Path, num_outputs: int, pretrained: bool) -> nn.Module:
+    """A ``local-dir:`` model; its weights must lie in the folder when asked for (timm reads them from there)."""
+    if pretrained and not any((folder / f).is_file() for f in HUB_FILES):
+        raise PretrainedWeightsError(
+            f"--model.backbone {name}: pretrained weights were asked for but {folder} holds none of "
+            f"{', '.join(HUB_FILES)}; add them, or set --model.pretrained false"
+        )
+    return timm.create_model(name, pretrained=pretrained, num_classes=num_outputs)
+
+
+def _require_hub_config(name: str) -> None:
+    """An ``hf-hub:`` model needs its config from the hub (or the cache) even when its weights come from a file."""
+    source, model_id = parse_model_name(name)
+    if source == "hf-hub" and not _hub_files_cached(model_id, pretrained=False):
+        _require_network(name, hub_endpoint_host(), "its config")
+
+
+def _hub_files_cached(model_id: str, pretrained: bool) -> bool:
+    """Whether the local Hugging Face cache holds an ``hf-hub:`` model's config (and weights when asked for)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, _, revision = model_id.partition("@")
+
+    def cached(filename: str) -> bool:
+        return isinstance(try_to_load_from_cache(repo, filename, revision=revision or None), str)
+
+    return cached(HUB_CONFIG) and (not pretrained or any(cached(f) for f in HUB_FILES))
 
 
 def cached_hub_weights(name: str) -> Path | None:
@@ -330,35 +427,97 @@ def _pretrained_cfg(name: str) -> dict:
     return cfg.to_dict() if cfg is not None else {}
 
 
+def hub_endpoint_host() -> str:
+    """The Hugging Face Hub's host (``huggingface.co``, or the mirror ``HF_ENDPOINT`` names)."""
+    from huggingface_hub import constants
+
+    return urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+
+
 def _weights_host(name: str) -> str:
     cfg = _pretrained_cfg(name)
     if cfg.get("hf_hub_id"):
-        from huggingface_hub import constants
-
-        return urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+        return hub_endpoint_host()
     return urlparse(cfg.get("url") or "https://huggingface.co").hostname or "huggingface.co"
 
 
-def _reachable(host: str) -> bool:
-    """Whether ``host`` accepts a TCP connection within a few seconds (``HF_HUB_OFFLINE=1`` means no)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
-        return False
-    try:
-        with socket.create_connection((host, 443), timeout=PROBE_TIMEOUT_S):
+def proxy_for(url: str, environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """``(proxy URL, the variable that set it)`` an HTTP client routes ``url`` through, or ``None`` (direct).
+
+    The standard variables, read as urllib, requests, httpx and huggingface_hub read them: ``HTTPS_PROXY`` /
+    ``HTTP_PROXY`` by the URL's scheme, else ``ALL_PROXY`` (lower case first, then upper case), unless
+    ``NO_PROXY`` exempts the host.
+    """
+    env = os.environ if environ is None else environ
+
+    def variable(key: str) -> tuple[str, str] | None:
+        return next(((env[v], v) for v in (key, key.upper()) if env.get(v)), None)
+
+    parsed = urlparse(url)
+    no_proxy = variable("no_proxy")
+    if no_proxy and _bypassed(parsed.hostname or "", no_proxy[0]):
+        return None
+    return variable(f"{parsed.scheme}_proxy") or variable("all_proxy")
+
+
+def _bypassed(host: str, no_proxy: str) -> bool:
+    """Whether ``NO_PROXY`` (comma-separated hosts, domain suffixes, ``*``) exempts ``host``."""
+    for entry in (e.strip().lower().lstrip(".") for e in no_proxy.split(",")):
+        if entry == "*" or (entry and (host.lower() == entry or host.lower().endswith("." + entry))):
             return True
-    except OSError:
-        return False
+    return False
 
 
-def _offline_message(name: str, host: str) -> str:
-    hub_id = _pretrained_cfg(name).get("hf_hub_id", name)
+def unreachable_reason(host: str) -> str | None:
+    """Why ``https://host`` cannot be reached within a few seconds (``None``: it answered).
+
+    Asked the way an HTTP client asks: through the proxy that the standard variables select (``proxy_for``); any
+    HTTP answer, even an error status, counts as reached. ``HF_HUB_OFFLINE=1`` means unreachable.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+        return "HF_HUB_OFFLINE is set"
+    url = f"https://{host}/"
+    proxy = proxy_for(url)
+    handler = urllib.request.ProxyHandler({"https": proxy[0]} if proxy else {})
+    try:
+        urllib.request.build_opener(handler).open(urllib.request.Request(url, method="HEAD"), timeout=PROBE_TIMEOUT_S)
+    except urllib.error.HTTPError:
+        return None  # the server (or the proxy) answered
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        return str(getattr(error, "reason", error)) or type(error).__name__
+    return None
+
+
+def _require_network(name: str, host: str, what: str) -> None:
+    """Stop at once unless ``host`` answers, naming the proxy tried and the ways out."""
+    reason = unreachable_reason(host)
+    if reason is not None:
+        raise PretrainedWeightsError(_offline_message(name, host, what, reason))
+
+
+def _offline_message(name: str, host: str, what: str, reason: str) -> str:
+    source, model_id = parse_model_name(name)
+    hub_id = model_id if source == "hf-hub" else _pretrained_cfg(name).get("hf_hub_id", name)
+    proxy = proxy_for(f"https://{host}/")
+    route = (
+        f"through the proxy {proxy[0]} (set by {proxy[1]}; NO_PROXY={host} would go direct)"
+        if proxy
+        else "directly (no HTTPS_PROXY or HTTP_PROXY is set; behind a proxy, set HTTPS_PROXY)"
+    )
+    why = " (model.pretrained: true)" if what == "ImageNet weights" else ""
+    local = (
+        f"  2. use a folder holding the model (config.json + model.safetensors, downloaded on a connected machine "
+        f"from https://{host}/{model_id.partition('@')[0]}): --model.backbone local-dir:/path/to/folder."
+        if source == "hf-hub"
+        else f"  2. give a local weights file: --model.weights_path /path/to/{model_id}.safetensors (safetensors or "
+        "a PyTorch state dict), or a saved folder: --model.backbone local-dir:/path/to/folder."
+    )
+    scratch = "\nTo train from scratch instead, set --model.pretrained false." if what != "its config" else ""
     return (
-        f"ImageNet weights for backbone {name!r} were asked for (model.pretrained: true), but {host} cannot be "
-        f"reached and the local Hugging Face cache has none. Either:\n"
-        f"  1. connect to the internet, or pre-download the weights on a connected machine with\n"
+        f"backbone {name!r} needs {what} from the hub{why}, but {host} cannot be reached {route} ({reason}), "
+        f"and the local Hugging Face cache has none. Either:\n"
+        f"  1. connect to the internet, or pre-download on a connected machine with\n"
         f"       HF_HOME=/path/to/hf python -c \"import timm; timm.create_model('{name}', pretrained=True)\"\n"
         f"     and set HF_HOME=/path/to/hf here (the cache then holds {hub_id}); or\n"
-        f"  2. give a local weights file: --model.weights_path /path/to/{name}.safetensors "
-        f"(safetensors or a PyTorch state dict).\n"
-        f"To train from scratch instead, set --model.pretrained false."
+        f"{local}{scratch}"
     )

@@ -39,6 +39,7 @@ from birads_calc.data.adapters import (
 )
 from birads_calc.data.dicom import ImageReadError, read_header, read_image
 from birads_calc.data.masks import write_mask
+from birads_calc.progress import track
 
 TRAIN_CSV = "calc_case_description_train_set.csv"
 TEST_CSV = "calc_case_description_test_set.csv"
@@ -160,7 +161,7 @@ def convert(
     folders = index_case_folders(require_dir(Path(dicom_dir) if dicom_dir else src, "DICOM folder"), cases)
     result = Conversion()
     root = Path(out).parent
-    for case in cases:
+    for case in track(cases, "convert cbis-ddsm", unit="case"):
         try:
             birads, pathology = labels(case, without_callback)
         except LabelError as error:

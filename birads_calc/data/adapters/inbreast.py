@@ -31,6 +31,7 @@ from birads_calc.data.adapters import Conversion, ConversionError, find_files, m
 from birads_calc.data.adapters.calcifications import circle
 from birads_calc.data.dicom import ImageReadError, read_header
 from birads_calc.data.masks import write_mask
+from birads_calc.progress import track
 
 TABLES = ("INbreast.xls", "INbreast.csv")
 POINT = re.compile(r"^\s*\(\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*(?:,[^)]*)?\)\s*$")
@@ -139,7 +140,7 @@ def convert(src: Path, out: Path, table: Path | None = None, point_radius: float
     dicoms = {p.name.split("_")[0]: p for p in find_files(src, [".dcm"])}
     xmls = {p.stem: p for p in find_files(src, [".xml"])}
     root, result, seen = Path(out).parent, Conversion(), set()
-    for source, row in read_table(table):
+    for source, row in track(read_table(table), "convert inbreast", unit="row"):
         name = row.get("File Name", "")
         if not name:
             result.skip(source, "table row without File Name (blank or totals row)")

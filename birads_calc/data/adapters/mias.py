@@ -24,6 +24,7 @@ from birads_calc.data.adapters import Conversion, ConversionError, find_files, m
 from birads_calc.data.adapters.calcifications import DEFAULT_DETECTOR, SpeckDetector, circle, find_calcifications
 from birads_calc.data.dicom import ImageReadError, read_image
 from birads_calc.data.masks import write_mask
+from birads_calc.progress import track
 
 LINE = re.compile(r"^(mdb\d{3})\s")
 PATHOLOGY = {"B": "benign", "M": "malignant"}
@@ -61,7 +62,7 @@ def convert(
     images = {p.stem.lower(): p for p in find_files(src, [".pgm"])}
     result = Conversion()
     count: dict[str, int] = {}
-    for number, fields in read_info(info):
+    for number, fields in track(read_info(info), "convert mini-mias", unit="line"):
         ref, where = fields[0], f"{info.name} line {number}"
         count[ref] = count.get(ref, 0) + 1
         if len(fields) < 3 or fields[2] != "CALC":

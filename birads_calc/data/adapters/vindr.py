@@ -32,6 +32,7 @@ from birads_calc.data.adapters import (
 from birads_calc.data.adapters.calcifications import DEFAULT_DETECTOR, SpeckDetector, box, find_calcifications
 from birads_calc.data.dicom import ImageReadError, read_image
 from birads_calc.data.masks import write_mask
+from birads_calc.progress import track
 
 ANNOTATIONS = "finding_annotations.csv"
 CALCIFICATION = "Suspicious Calcification"
@@ -108,7 +109,7 @@ def convert(
             continue
         by_image.setdefault(row["image_id"], []).append((source, row, birads))
     root = Path(out).parent
-    for image_id, findings in by_image.items():
+    for image_id, findings in track(by_image.items(), "convert vindr-mammo", unit="image"):
         _convert_image(images.get(image_id), findings, pixel_spacing_mm, detector, root, result)
     if not any(r["split"] == "val" for r in result.rows):  # the release's own validation split wins
         carve_validation(result.rows, val_fraction, seed)

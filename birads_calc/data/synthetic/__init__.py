@@ -43,10 +43,13 @@ Everything is in physical units (mm), so the same dataset can be drawn at the pa
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Literal
 
 from jsonargparse import ArgumentParser, Namespace
+
+from birads_calc.errors import InputError
 
 from birads_calc.data.synthetic.lesions import ImageSpec, LesionSpec, sample_dataset
 from birads_calc.data.synthetic.writer import CANARY_MARKER, CANARY_NAME, Summary, generate
@@ -98,8 +101,7 @@ def main(cfg: Namespace) -> int:
     """Run ``birads-calc synth``; returns the exit code."""
     problem = _check(cfg)
     if problem:
-        print(f"birads-calc synth: error: {problem}")
-        return 2
+        raise InputError(problem)  # the CLI prints it on stderr, exit code 2
     summary = generate(
         cfg.out,
         patients=cfg.patients,
@@ -110,15 +112,16 @@ def main(cfg: Namespace) -> int:
         num_classes=cfg.num_classes,
         pathology=cfg.pathology,
     )
+    if summary.not_drawn:
+        print(
+            f"note: {summary.not_drawn} calcifications did not fit in their breast at this image size and were "
+            f"left out of the manifest (listed with drawn=0 in {Path(cfg.out) / 'lesions.csv'})",
+            file=sys.stderr,
+        )
     print(
         f"wrote {summary.images} images and {summary.lesions} calcifications of {cfg.patients} patients "
         f"in {summary.seconds:.1f} s: {summary.manifest}"
     )
-    if summary.not_drawn:
-        print(
-            f"note: {summary.not_drawn} calcifications did not fit in their breast at this image size and were "
-            f"left out of the manifest (listed with drawn=0 in {Path(cfg.out) / 'lesions.csv'})"
-        )
     return 0
 
 

@@ -31,6 +31,7 @@ from birads_calc.data.manifest import MANIFEST_COLUMNS
 from birads_calc.data.masks import write_mask
 from birads_calc.data.synthetic.lesions import PATHOLOGY_COVERAGES, ImageSpec, sample_dataset
 from birads_calc.data.synthetic.phantom import render_image
+from birads_calc.progress import track
 from birads_calc.io import atomic_path, write_csv
 
 # Privacy canary: fake identifying values that must appear in the DICOMs and nowhere in any output or log.
@@ -105,7 +106,7 @@ def generate(
     for stale in (out / "manifest.csv", out / "lesions.csv"):
         stale.unlink(missing_ok=True)  # before any image is replaced (see the module docstring)
     manifest_rows, lesion_rows = [], []
-    for rows, extra in _run(tasks, workers):
+    for rows, extra in track(_run(tasks, workers), "synth: rendering", total=len(tasks), unit="image"):
         manifest_rows += rows
         lesion_rows += extra
     write_csv(out / "lesions.csv", lesion_rows, LESION_COLUMNS)
