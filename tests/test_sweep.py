@@ -1,6 +1,7 @@
 """configs/alpha/sweep.yaml: a W&B grid over alpha x seed whose agent command the birads-calc CLI accepts."""
 
 import itertools
+import json
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,36 @@ def test_agent_command_parses_with_the_cli(capsys, tmp_path, monkeypatch):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["alpha"] == point["model.alpha"]
     assert printed["seed_everything"] == point["seed_everything"]
+
+
+@pytest.mark.slow
+def test_an_agent_run_trains_and_tests_into_the_agents_wandb_run(tmp_path, monkeypatch):
+    """What ``wandb agent`` does for one grid point, without a W&B server: it sets the run and sweep ids in the
+    environment and runs the sweep's command with ``${args}`` filled in. Fit and test must both land in that run,
+    with the test metrics and their CIs in its summary. The CPU overlay keeps W&B logging on."""
+    from factories import make_tiny_dataset
+    from training_helpers import TINY_OVERRIDES, read_wandb_records
+
+    manifest = make_tiny_dataset(tmp_path / "data", patients=10, size=96)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_RUN_ID", "agent0001")
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep0001")
+    cfg = yaml.safe_load(SWEEP.read_text())
+    command = [word for word in cfg["command"] if word not in ("${env}", "${args}")]
+    args = [*command[1:], "--config", "demo", "--model.alpha=0.3", "--seed_everything=1"]
+    assert main([*args, "--data.manifest", str(manifest), *TINY_OVERRIDES]) == 0
+    (run_dir,) = (tmp_path / "runs" / "proposed").iterdir()
+    assert json.loads((run_dir / "metrics.json").read_text())["alpha"] == 0.3  # tested after the fit
+    files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 2  # fit and test: two sessions of the agent's one run
+    summary = {}
+    for path in files:
+        records = read_wandb_records(path)
+        run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+        assert (run.run_id, run.sweep_id) == ("agent0001", "sweep0001")
+        for record in records:
+            if record.WhichOneof("record_type") == "summary":
+                summary |= {item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                            for item in record.summary.update}  # fmt: skip
+    assert {"test/qwk", "test/qwk_ci_low", "test/qwk_ci_high"} <= summary.keys()

@@ -58,6 +58,7 @@ TEST_OUTPUTS = (
     "confusion_matrix.png",
     "report.md",
 )
+PREDICT_OUTPUTS = ("predictions.csv", "breasts.csv", "overlays")
 CLASS_COUNT_COLUMNS = ("category", "n_true", "n_pred", "n_correct", "recall", "precision")
 METRIC_NAMES = {"qwk": "QWK", "maqwk_m": "MAQWK-M", "maqwk_b": "MAQWK-B", "auroc": "AUROC (malignancy)"}
 LOSS_LABELS = {"ce": "MC", "mse": "MSE", "mamse": "MAMSE"}
@@ -446,12 +447,14 @@ def write_predict_reports(
     for row in rows:
         row["split"] = (splits or {}).get(row["patient_id"], "")
     written = {}
-    if overlays:
-        by_row = {lesion.row: lesion for lesion in lesions}
-        names = write_image_overlays(out_dir / "overlays", rows, by_row, num_classes, overlay_size, voi)
-        for row in rows:
-            row["overlay"] = f"overlays/{names[row['image']]}"
-        written["overlays"] = out_dir / "overlays"
-    written["predictions"] = write_csv(out_dir / "predictions.csv", rows, PREDICT_COLUMNS)
-    written["breasts"] = write_csv(out_dir / "breasts.csv", breast_rows(rows, num_classes), BREAST_COLUMNS)
+    with staged_outputs(out_dir, owned=PREDICT_OUTPUTS) as stage:  # the whole set or, interrupted, the previous one
+        if overlays:
+            by_row = {lesion.row: lesion for lesion in lesions}
+            names = write_image_overlays(stage / "overlays", rows, by_row, num_classes, overlay_size, voi)
+            for row in rows:
+                row["overlay"] = f"overlays/{names[row['image']]}"
+            written["overlays"] = out_dir / "overlays"
+        write_csv(stage / "predictions.csv", rows, PREDICT_COLUMNS)
+        write_csv(stage / "breasts.csv", breast_rows(rows, num_classes), BREAST_COLUMNS)
+    written["predictions"], written["breasts"] = out_dir / "predictions.csv", out_dir / "breasts.csv"
     return written

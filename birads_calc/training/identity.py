@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from birads_calc import __version__
+import birads_calc
 
 PATIENT_HASH_CHARS = 16  # 64 bits of a salted SHA-256 per patient: membership tests, not a readable id
 IDENTITY_KEYS = ("method", "seed", "data", "recipe", "code")
@@ -63,7 +63,7 @@ def code_version(root: str | os.PathLike | None = None) -> dict[str, Any]:
                 commit = done.stdout.strip()
         except (OSError, subprocess.SubprocessError):
             commit = None
-    return {"version": __version__, "git_commit": commit}
+    return {"version": birads_calc.__version__, "git_commit": commit}
 
 
 def describe_callable(spec: Any) -> str | None:
