@@ -17,7 +17,7 @@ from training_helpers import TINY_OVERRIDES, single_torch_thread  # noqa: F401 (
 from birads_calc.cli import main
 from birads_calc.runs import config_name
 from birads_calc.training import checkpoints as checkpoints_module
-from birads_calc.training.checkpoints import AtomicCheckpointIO, cut_short
+from birads_calc.training.checkpoints import AtomicCheckpointIO, cut_short, describe_checkpoint, validation_qwk
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # an overlay like configs/demo.yaml: it must not name the run folder
@@ -142,3 +142,16 @@ def test_a_full_disk_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         io.save_checkpoint({"epoch": 2, "weights": torch.arange(8)}, path)
     assert path.read_bytes() == good and [p.name for p in path.parent.iterdir()] == ["best.ckpt"]
+
+
+def test_the_announced_validation_qwk_is_the_checkpoints_own_epoch():
+    # the review's case: last.ckpt after epoch 10 (val QWK 0.6025) while the best epoch 9 had 0.7955; Lightning's
+    # val_qwk ModelCheckpoint state holds the best score, the run's own record this epoch's
+    last = {"epoch": 9, "global_step": 340, "birads_calc": {"val_qwk": 0.6025},
+            "callbacks": {"ModelCheckpoint{'monitor': 'val_qwk'}": {"monitor": "val_qwk", "current_score": 0.7955}}}  # fmt: skip
+    assert validation_qwk(last) == 0.6025
+    assert (
+        describe_checkpoint("last.ckpt", last) == "last.ckpt (after epoch 10, global step 340, validation QWK 0.6025)"
+    )
+    del last["birads_calc"]  # an older checkpoint: the callback's score is all there is
+    assert validation_qwk(last) == 0.7955

@@ -26,6 +26,8 @@ from birads_calc.io import write_json
 from birads_calc.runs import CHECKPOINTS, RUN_RECORD
 from birads_calc.training.identity import split_record
 
+VAL_QWK = "val_qwk"
+
 
 class LastCheckpoint(ModelCheckpoint):
     """``last.ckpt`` (full training state) after every epoch, in ``<trainer.default_root_dir>/checkpoints``.
@@ -100,4 +102,7 @@ class RunRecord(Callback):
             write_json(path, {**record, "identity": self.identity})
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint.setdefault("birads_calc", {}).update(identity=copy.deepcopy(self.identity), split=self.split)
+        record = checkpoint.setdefault("birads_calc", {})
+        record.update(identity=copy.deepcopy(self.identity), split=self.split)
+        score = trainer.callback_metrics.get(VAL_QWK)  # this epoch's, not the best epoch's (ModelCheckpoint's)
+        record["val_qwk"] = float(score) if score is not None else None

@@ -96,7 +96,12 @@ def _show(value: Any) -> str:
 
 
 def validation_qwk(checkpoint: Mapping[str, Any]) -> float | None:
-    """The validation QWK measured at the epoch the checkpoint was saved (from the val_qwk checkpoint callback)."""
+    """The validation QWK measured at the epoch the checkpoint was saved: recorded by the run itself
+    (``checkpoint["birads_calc"]["val_qwk"]``); for older checkpoints the val_qwk checkpoint callback's score, which
+    is the best epoch's, not necessarily this one's."""
+    own = (checkpoint.get("birads_calc") or {}).get(VAL_QWK)
+    if own is not None:
+        return float(own)
     for state in (checkpoint.get("callbacks") or {}).values():
         if isinstance(state, Mapping) and state.get("monitor") == VAL_QWK and state.get("current_score") is not None:
             return float(state["current_score"])
