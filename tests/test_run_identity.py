@@ -147,11 +147,10 @@ def test_a_full_disk_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
 def test_the_announced_validation_qwk_is_the_checkpoints_own_epoch():
     # the review's case: last.ckpt after epoch 10 (val QWK 0.6025) while the best epoch 9 had 0.7955; Lightning's
     # val_qwk ModelCheckpoint state holds the best score, the run's own record this epoch's
-    last = {"epoch": 9, "global_step": 340, "birads_calc": {"val_qwk": 0.6025},
-            "callbacks": {"ModelCheckpoint{'monitor': 'val_qwk'}": {"monitor": "val_qwk", "current_score": 0.7955}}}  # fmt: skip
+    best_state = {"monitor": "val_qwk", "current_score": 0.7955}
+    last = {"epoch": 9, "global_step": 340, "birads_calc": {"val_qwk": 0.6025}, "callbacks": {"best": best_state}}
     assert validation_qwk(last) == 0.6025
-    assert (
-        describe_checkpoint("last.ckpt", last) == "last.ckpt (after epoch 10, global step 340, validation QWK 0.6025)"
-    )
+    announced = describe_checkpoint("last.ckpt", last)
+    assert announced == "last.ckpt (after epoch 10, global step 340, validation QWK 0.6025)"
     del last["birads_calc"]  # an older checkpoint: the callback's score is all there is
     assert validation_qwk(last) == 0.7955
