@@ -53,11 +53,27 @@ def cli(command: str, config: Path, manifest: Path, runs: Path, *extra: str) -> 
     return main([*base, *TINY_OVERRIDES, *extra])
 
 
-def printed_config(config: Path, capsys) -> dict:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(config), "--print_config"])
+def printed_config(config: Path, capsys, gpu: bool = True, *extra: str) -> dict:
+    """``fit --print_config`` as a machine with (``gpu``) or without a GPU prints it."""
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as exit_info:
+        patch.setattr("torch.cuda.is_available", lambda: gpu)
+        main(["fit", "--config", str(config), *extra, "--print_config"])
     assert exit_info.value.code in (0, None)
     return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_print_config_shows_what_the_run_will_use(capsys, monkeypatch):
+    monkeypatch.setenv("BIRADS_CALC_CPU_PRECISION", "32-true")
+    cfg = printed_config(CONFIGS_DIR / "proposed.yaml", capsys, False)
+    trainer = cfg["trainer"]
+    assert (trainer["accelerator"], trainer["devices"], trainer["strategy"]) == ("cpu", 1, "auto")
+    assert (trainer["precision"], trainer["accumulate_grad_batches"]) == ("32-true", 2)  # the global batch kept
+    wandb_init = trainer["logger"]["init_args"]
+    assert (wandb_init["project"], wandb_init["group"], wandb_init["job_type"]) == (
+        "birads-calc",
+        "mamse_attention_alpha0.2",
+        "train",
+    )
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -97,11 +113,12 @@ def test_table3_and_alpha_configs_differ_from_proposed_only_in_their_row(capsys)
     for name, (loss, attention, _) in TABLE3.items():
         cfg = flatten(printed_config(CONFIGS_DIR / f"{name}.yaml", capsys))
         changed = {k for k in proposed if cfg[k] != proposed[k]}
-        assert changed <= {"model.loss", "data.attention"}, name
+        assert changed <= {"model.loss", "data.attention", "trainer.logger.init_args.group"}, name
         assert (cfg["model.loss"], cfg["data.attention"]) == (loss, attention)
     for alpha in ALPHAS:
         cfg = flatten(printed_config(CONFIGS_DIR / "alpha" / f"alpha_{alpha}.yaml", capsys))
-        assert {k for k in proposed if cfg[k] != proposed[k]} <= {"model.alpha"} and cfg["model.alpha"] == alpha
+        assert {k for k in proposed if cfg[k] != proposed[k]} <= {"model.alpha", "trainer.logger.init_args.group"}
+        assert cfg["model.alpha"] == alpha
 
 
 # --- fit + test for every Table 3 row ------------------------------------------------------------------------------

@@ -194,10 +194,26 @@ class BiradsCLI(LightningCLI):
             self._parser(self.subcommand).error(str(error))
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        """Parse as LightningCLI does, keeping the command line: its first ``--config`` names the run folder."""
+        """Parse as LightningCLI does, keeping the command line: its first ``--config`` names the run folder.
+
+        ``--print_config`` prints what the run will use: the configuration after the CPU fallback and with the W&B
+        project, group and job type filled in (jsonargparse alone prints the configuration before them).
+        """
         if args is None or isinstance(args, list | tuple):
             self.command_line = list(sys.argv[1:] if args is None else args)
-        super().parse_arguments(parser, args)
+        printing = [a for a in self.command_line if a.split("=", 1)[0] == "--print_config"]
+        if not printing or not self.command_line or self.command_line[0] not in self.subcommands():
+            super().parse_arguments(parser, args)
+            return
+        self.command_line = [a for a in self.command_line if a not in printing]
+        super().parse_arguments(parser, self.command_line)
+        subcommand = self.config["subcommand"]
+        cfg = self.config[subcommand]
+        for change in cpu_fallback(cfg.trainer):
+            say(change)
+        fill_wandb_defaults(cfg, self.run_name(cfg), subcommand)
+        print(self._parser(subcommand).dump(cfg, skip_none=False), end="")
+        raise SystemExit(0)
 
     def run_name(self, cfg: Namespace) -> str:
         """The run group: the method's config, the first ``--config`` (an overlay such as demo.yaml never is)."""
@@ -656,12 +672,24 @@ def configure_loggers(
             init.name, init.version = "", "" if subcommand == "fit" else subcommand
 
 
+def fill_wandb_defaults(cfg: Namespace, name: str, subcommand: str) -> None:
+    """What ``--print_config`` shows of the W&B loggers: project, group and job type as the run will set them."""
+    loggers = cfg.trainer.logger
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if isinstance(logger, Namespace) and str(logger.get("class_path", "")).endswith("WandbLogger"):
+            loss, attention, alpha = cfg.model.loss, bool(cfg.data.attention), float(cfg.model.alpha)
+            logger.init_args.project = logger.init_args.get("project") or WANDB_PROJECT
+            logger.init_args.group = logger.init_args.get("group") or wandb_group(loss, attention, alpha)
+            logger.init_args.job_type = logger.init_args.get("job_type") or ("train" if subcommand == "fit" else None)
+
+
 def _configure_wandb(init: Namespace, cfg: Namespace, name: str, run_dir: Path, subcommand: str) -> None:
     """One W&B run per run folder (wandb_runs.run_id), grouped by method; the fit sends the whole resolved config."""
     loss, attention, alpha = cfg.model.loss, bool(cfg.data.attention), float(cfg.model.alpha)
     seed = run_seed(None, run_dir, cfg.seed_everything)
     init.project = init.project or WANDB_PROJECT
     init.group = init.group or wandb_group(loss, attention, alpha)
+    init.resume = "allow"  # the run folder's one W&B run, continued by every command of the run
     init.id = init.id or wandb_run_id(run_dir)
     init.job_type = init.job_type or ("train" if subcommand == "fit" else None)
     init.name = init.name or f"{name}/{run_dir.name}/seed{seed}"
