@@ -274,3 +274,18 @@ def test_fit_refuses_seeds_out_of_range_and_zero_epochs(trained, tmp_path, capsy
     code, text = run(capsys, *command("fit", "mse.yaml", trained["manifest"], "--run_dir", str(tmp_path / "r"), *extra))
     assert code == 2 and message in text and "Traceback" not in text
     assert not (tmp_path / "r").exists()
+
+
+def test_a_checkpoint_alone_brings_its_settings_and_an_explicit_conflict_is_refused(trained, tmp_path, capsys):
+    # as a Lightning user types it: no config, the checkpoint holds the model and data settings
+    out = tmp_path / "ckpt_only"
+    args = ["test", "--ckpt_path", str(trained["last"]), "--data.manifest", str(trained["manifest"]),
+            "--run_dir", str(out), "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    code, text = run(capsys, *args)
+    assert code == 0, text
+    assert "data.window 64 from the checkpoint" in text and "data.attention False from the checkpoint" in text
+    ours = json.loads((trained["run"] / "metrics.json").read_text())
+    theirs = json.loads((out / "metrics.json").read_text())
+    assert theirs["metrics"]["qwk"] == ours["metrics"]["qwk"] and theirs["loss"] == "mse"
+    code, text = run(capsys, *args, "--data.window", "96")  # an explicit conflicting option: refused, naming both
+    assert code == 2 and "data.window: config 96, checkpoint 64" in text

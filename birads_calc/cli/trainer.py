@@ -255,14 +255,27 @@ class BiradsCLI(LightningCLI):
             raise SystemExit(1) from None
 
     def _explicit_config(self, subcommand: str) -> Namespace:
-        """What the command line and its ``--config`` files set, without the defaults."""
+        """The result-changing settings (``checkpoints.result_settings``) that the command line or its ``--config``
+        files set, as a namespace holding only those: the ones that keep their value when the parser's defaults are
+        changed (jsonargparse records no origin per key, and parsing without defaults breaks the linked
+        ``data.num_classes``)."""
+        parser, cfg = self._parser(subcommand), self.config[subcommand]
         if not self.command_line:
-            return self.config[subcommand]
+            return cfg
+        saved = parser.get_defaults()
+        moved = {key: _other_value(key, cfg.get(key)) for key in RESULT_KEYS}
         try:
-            explicit = self.parser.parse_args(self.command_line, defaults=False)
-        except SystemExit:  # cannot happen after the same line parsed with defaults; be safe
-            return self.config[subcommand]
-        return explicit.get(subcommand) or Namespace()
+            parser.set_defaults(moved)
+            again = parser.parse_args(self.command_line[1:])
+        except SystemExit:  # cannot happen after the same line parsed with the real defaults; be safe
+            return cfg
+        finally:
+            parser.set_defaults({key: saved.get(key) for key in RESULT_KEYS})
+        explicit = Namespace()
+        for key in RESULT_KEYS:
+            if again.get(key) != moved[key]:
+                explicit[key] = cfg.get(key)
+        return explicit
 
     def _run_subcommand(self, subcommand: str) -> None:
         """Run the command; a diverged loss or an unsafe checkpoint ends it with a message and exit code 1."""
@@ -530,6 +543,25 @@ def unsafe_checkpoint_message(path: Any, error: Exception) -> str:
         f"them could run arbitrary code ({detail or type(error).__name__}). birads-calc checkpoints never do. "
         "Load only checkpoints from a source you trust; if you trust this file, pass --weights_only false."
     )
+
+
+# the settings a checkpoint is checked against (checkpoints.result_settings) and, for data, takes over
+RESULT_KEYS = ("model.loss", "model.alpha", "model.backbone", "data.num_classes", "data.attention", "data.window",
+               "data.stride", "data.pixel_spacing_mm", "data.voi")  # fmt: skip
+
+
+def _other_value(key: str, value: Any) -> Any:
+    """A valid value of ``key`` different from ``value``: a default no command line or config would give."""
+    others = {"model.loss": ("ce", "mse"), "data.num_classes": (4, 6), "data.voi": ("full", "window")}
+    if key in others:
+        return next(v for v in others[key] if v != value)
+    if key == "data.attention":
+        return not value
+    if key in ("model.alpha", "data.pixel_spacing_mm"):
+        return 0.123457 if value != 0.123457 else 0.234567
+    if key == "model.backbone":
+        return "default-backbone" if value != "default-backbone" else "other-backbone"
+    return 987 if value != 987 else 986  # window, stride
 
 
 # data settings a checkpoint brings with it (what its model was trained on); the rest (manifest, batch size, workers,
