@@ -17,8 +17,6 @@ On top of LightningCLI it adds, through its hooks only:
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import pickle
 import signal
 import sys
@@ -48,14 +46,12 @@ from birads_calc.reporting.reports import (
     write_test_reports,
 )
 from birads_calc.reporting.wandb_runs import (
-    WANDB_PROJECT,
+    configure_wandb_logger,
     finish_wandb,
     log_phase,
     log_test_reports,
-    logged_in,
-    wandb_group,
+    wandb_logger_defaults,
 )
-from birads_calc.reporting.wandb_runs import run_id as wandb_run_id
 from birads_calc.runs import (
     CHECKPOINT_FILES,
     CHECKPOINTS,
@@ -709,29 +705,20 @@ def fill_wandb_defaults(cfg: Namespace, name: str, subcommand: str) -> None:
     loggers = cfg.trainer.logger
     for logger in loggers if isinstance(loggers, list) else [loggers]:
         if isinstance(logger, Namespace) and str(logger.get("class_path", "")).endswith("WandbLogger"):
-            loss, attention, alpha = cfg.model.loss, bool(cfg.data.attention), float(cfg.model.alpha)
-            logger.init_args.project = logger.init_args.get("project") or WANDB_PROJECT
-            logger.init_args.group = logger.init_args.get("group") or wandb_group(loss, attention, alpha)
-            logger.init_args.job_type = logger.init_args.get("job_type") or ("train" if subcommand == "fit" else None)
+            method = run_method(cfg, name, None)
+            wandb_logger_defaults(logger.init_args, method, subcommand)
 
 
 def _configure_wandb(init: Namespace, cfg: Namespace, name: str, run_dir: Path, subcommand: str) -> None:
-    """One W&B run per run folder (wandb_runs.run_id), grouped by method; the fit sends the whole resolved config."""
-    loss, attention, alpha = cfg.model.loss, bool(cfg.data.attention), float(cfg.model.alpha)
-    seed = run_seed(None, run_dir, cfg.seed_everything)
-    init.project = init.project or WANDB_PROJECT
-    init.group = init.group or wandb_group(loss, attention, alpha)
-    init.resume = "allow"  # the run folder's one W&B run, continued by every command of the run
-    init.id = init.id or wandb_run_id(run_dir)
-    init.job_type = init.job_type or ("train" if subcommand == "fit" else None)
-    init.name = init.name or f"{name}/{run_dir.name}/seed{seed}"
-    method = {"config": name, "method": method_label(loss, attention), "loss": loss, "attention": attention,
-              "alpha": alpha if loss == "mamse" else None, "seed": seed}  # fmt: skip
-    # fit: the full resolved configuration (trainer, optimizer, scheduler, data, model); later commands of the run
-    # add nothing that would overwrite it
+    """The run folder's one W&B run (reporting/wandb_runs.py); the fit sends the whole resolved config."""
     full = {key: value for key, value in cfg.clone().as_dict().items() if key not in ("config", "ckpt_path")}
-    full = json.loads(json.dumps(full, default=str))  # plain values (jsonargparse's PositiveInt, paths)
-    init.config = {**(init.config or {}), **(full if subcommand == "fit" else {}), **method}
-    if "WANDB_MODE" not in os.environ and not init.offline and not logged_in():
-        init.offline = True
+    method = run_method(cfg, name, run_seed(None, run_dir, cfg.seed_everything))
+    if configure_wandb_logger(init, method, run_dir, subcommand, full):
         say("W&B: not logged in, logging offline into the run folder (run 'wandb login' to sync online)")
+
+
+def run_method(cfg: Namespace, name: str, seed: int | None) -> dict[str, Any]:
+    """The method keys every W&B run of a config carries (and groups by)."""
+    loss, attention, alpha = cfg.model.loss, bool(cfg.data.attention), float(cfg.model.alpha)
+    return {"config": name, "method": method_label(loss, attention), "loss": loss, "attention": attention,
+            "alpha": alpha if loss == "mamse" else None, "seed": seed}  # fmt: skip

@@ -11,9 +11,10 @@ a resumed fit, validate, test, predict) logs into it with ``resume="allow"``; a 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,39 @@ def run_id(folder: Path) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(chosen + "\n")
     return chosen
+
+
+def wandb_logger_defaults(init: MutableMapping[str, Any], method: Mapping[str, Any], subcommand: str) -> None:
+    """Project, group (the method) and job type of a ``WandbLogger``'s arguments, where the config leaves them."""
+    init["project"] = init.get("project") or WANDB_PROJECT
+    init["group"] = init.get("group") or wandb_group(method["loss"], method["attention"], method["alpha"])
+    init["job_type"] = init.get("job_type") or ("train" if subcommand == "fit" else None)
+
+
+def configure_wandb_logger(
+    init: MutableMapping[str, Any],
+    method: Mapping[str, Any],
+    folder: Path,
+    subcommand: str,
+    full_config: Mapping[str, Any],
+) -> bool:
+    """Fill a ``WandbLogger``'s arguments for a command of the run in ``folder``: its one W&B run (``run_id``,
+    ``resume="allow"``), grouped by method, named ``<config>/<folder>/seed<S>``. ``fit`` sends the whole resolved
+    configuration; later commands add only the method keys, never overwriting it. Offline unless logged in.
+
+    Returns:
+        Whether it switched the logger offline because nobody is logged in (the caller says so).
+    """
+    wandb_logger_defaults(init, method, subcommand)
+    init["resume"] = "allow"
+    init["id"] = init.get("id") or run_id(folder)
+    init["name"] = init.get("name") or f"{method['config']}/{Path(folder).name}/seed{method['seed']}"
+    full = json.loads(json.dumps(dict(full_config), default=str))  # plain values (PositiveInt, paths)
+    init["config"] = {**(init.get("config") or {}), **(full if subcommand == "fit" else {}), **method}
+    if "WANDB_MODE" not in os.environ and not init.get("offline") and not logged_in():
+        init["offline"] = True
+        return True
+    return False
 
 
 def test_summary(report: Mapping[str, Any]) -> dict[str, Any]:
