@@ -110,7 +110,7 @@ def test_reproduce_pipeline_runs_table_and_sweep_and_resumes(tmp_path, monkeypat
         assert main(args) in (0, None), args
 
     methods = ("mc", "proposed", "alpha/alpha_0.5")
-    kwargs = dict(data=manifest.parent, runs=tmp_path / "runs", figures=tmp_path / "figures", methods=methods)
+    kwargs = dict(manifest=manifest, runs=tmp_path / "runs", figures=tmp_path / "figures", methods=methods)
     summary = reproduce.reproduce(seeds=(0, 1), jobs=1, extra=TINY_OVERRIDES, runner=in_process, **kwargs)
 
     runs = tmp_path / "runs"

@@ -52,6 +52,7 @@ from birads_calc.reporting.paired_statistics import (
     A_BETTER,
     B_BETTER,
     INCONCLUSIVE,
+    MIN_SEEDS,
     PairedEstimate,
     paired_estimate,
     verdict,
@@ -432,8 +433,11 @@ class Pair:
         }
         if self.comparison:
             entry["comparison"] = self.comparison
-        if not self.estimate.seeds_measured:
-            entry["note"] = "one shared seed: a difference between two trained models, not between methods; no verdict"
+        if self.estimate.n_seeds < MIN_SEEDS:
+            entry["note"] = (
+                f"{self.estimate.n_seeds} shared seed(s): no verdict (at least {MIN_SEEDS} seeds are needed for a "
+                "verdict that holds its error rate; with one seed the difference is that of two trained models)"
+            )
         return entry
 
 
@@ -487,7 +491,7 @@ def adjust(pairs: Sequence[Pair], plan: Plan) -> None:
     equivalence p-values together (Holm for the primary family, Benjamini-Hochberg for the exploratory one), give
     the verdicts and the minimum detectable differences (at Holm's first step for the primary family)."""
     for pair in pairs:
-        if pair.estimate.seeds_measured and math.isfinite(pair.estimate.se):
+        if pair.estimate.testable:
             pair.p = _finite(pair.estimate.p_value())
             pair.p_equivalence = _finite(pair.estimate.p_equivalence(plan.margins[pair.metric]))
     for family, correction in ((PRIMARY, holm), (EXPLORATORY, benjamini_hochberg)):
@@ -498,7 +502,7 @@ def adjust(pairs: Sequence[Pair], plan: Plan) -> None:
         for k, pair in enumerate(members):
             pair.p_adjusted, pair.p_equivalence_adjusted = adjusted[k], adjusted[len(members) + k]
             pair.verdict = verdict(pair.estimate.estimate, pair.p_adjusted, pair.p_equivalence_adjusted, plan.alpha)
-            if pair.estimate.seeds_measured:
+            if pair.estimate.testable:
                 pair.mdd = _finite(pair.estimate.minimum_detectable(first_step, plan.power))
                 pair.mdd_alpha = first_step
 
@@ -611,7 +615,7 @@ def _paired_row(p: dict, key: str) -> str:
         diff += f" [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}]"
     verdict_text = {"a better": f"{p['a']} better", "b better": f"{p['b']} better"}.get(p["verdict"], p["verdict"])
     if "note" in p:
-        verdict_text = "no verdict (one seed)"
+        verdict_text = f"no verdict ({len(p['seeds'])} seed{'s' if len(p['seeds']) > 1 else ''})"
     return (
         f"| {p['a']} | {p['b']} | {METRICS[p['metric']]} | {diff} | {_p(p['p'])} | {_p(p[key])} | "
         f"±{p['margin']:g} | {verdict_text} | {_num(p['mdd'])} |"

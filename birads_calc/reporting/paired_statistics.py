@@ -23,7 +23,7 @@ only ``omega^2 + sigma^2`` (the shared ``e_P`` cancels within one test set), a p
 
 ``V_seeds`` also holds ``omega^2 / n``, which the patient part already counts: the interval errs on the wide side
 by at most that term. With one seed ``sigma^2`` cannot be estimated: the figures describe one pair of trained
-models, not two methods, and no verdict is given.
+models, not two methods, and no verdict is given; nor with two seeds (:data:`MIN_SEEDS`).
 
 Verdicts (:func:`verdict`): **better** when the two-sided test of ``delta = 0`` rejects, **equivalent** when the
 two one-sided tests (TOST) reject ``|delta| >= margin``, otherwise **inconclusive**; the p-values are adjusted for
@@ -40,6 +40,9 @@ from scipy import optimize, stats
 
 LEVEL = 0.95
 POWER = 0.8
+# With 2 seeds the seed variance has 1 degree of freedom and Satterthwaite's approximation fails: simulated
+# two-sided error rates of 7-10% at a nominal 5% (docs/compare.md). From 3 seeds on they hold (about 5%).
+MIN_SEEDS = 3
 A_BETTER, B_BETTER, EQUIVALENT, INCONCLUSIVE = "a better", "b better", "equivalent", "inconclusive"
 
 
@@ -57,9 +60,9 @@ class PairedEstimate:
     undefined_resamples: int  # resamples where the figure was undefined for a seed (left out)
 
     @property
-    def seeds_measured(self) -> bool:
-        """Whether training variation entered the error (two seeds or more)."""
-        return self.n_seeds >= 2
+    def testable(self) -> bool:
+        """Whether a verdict can hold its level: at least :data:`MIN_SEEDS` seeds and a finite error."""
+        return self.n_seeds >= MIN_SEEDS and math.isfinite(self.se)
 
     def interval(self, level: float = LEVEL) -> tuple[float, float]:
         """The two-sided t interval ``estimate +- t(df) * se``."""
