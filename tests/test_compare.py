@@ -267,3 +267,47 @@ def test_wandb_offline_run_holds_the_tables_verdicts_and_charts(tmp_path, capsys
     keys = {item.key: json.loads(item.value_json) for r in records if r.WhichOneof("record_type") == "summary"
             for item in r.summary.update}  # fmt: skip
     assert keys["verdict/MSE + attention ROI vs MSE/qwk"] == report["paired"][0]["verdict"] == "a better"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--resamples", "50", "--resamples must be at least 100"),
+        ("--equivalence_margin", "0", "--equivalence_margin must be a positive number"),
+        ("--equivalence_margin", "-0.1", "--equivalence_margin must be a positive number"),
+    ],
+)
+def test_bad_numbers_are_refused_naming_the_option(tmp_path, capsys, option, value, message):
+    run = write_run(tmp_path / "runs/mse/version_0", "mse", False, None, 0)
+    code, out, err = compare(capsys, str(run), "--out", str(tmp_path / "cmp"), option, value)
+    assert code == 2 and out == "" and message in err and not (tmp_path / "cmp").exists()
+
+
+def test_comparisons_file_sets_primary_pairs_and_margins_and_a_bad_one_is_named(tmp_path, capsys):
+    lesions = make_lesions()
+    for s in (0, 1, 2):
+        write_run(tmp_path / f"runs/mc/seed_{s}", "ce", False, None, s, lesions, predicted(lesions, 1.0, s))
+        write_run(tmp_path / f"runs/mse/seed_{s}", "mse", False, None, s, lesions, predicted(lesions, 1.0, 10 + s))
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("equivalence_margin: {qwk: 0.5}\nprimary:\n  - name: MC over MSE\n"
+                    "    a: {loss: ce, attention: false}\n    b: {loss: mse, attention: false}\n")  # fmt: skip
+    runs = [str(tmp_path / "runs/mse"), str(tmp_path / "runs/mc")]
+    code, printed, _ = compare(capsys, *runs, "--out", str(tmp_path / "cmp"), "--comparisons", str(plan))
+    assert code == 0
+    report = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert report["primary"] == [{"name": "MC over MSE", "a": ["ce", False, None], "b": ["mse", False, None],
+                                  "compared": True}]  # fmt: skip
+    qwk, maqwk_m = (next(p for p in report["paired"] if p["metric"] == m) for m in ("qwk", "maqwk_m"))
+    assert (qwk["a"], qwk["b"], qwk["family"], qwk["comparison"]) == ("MC", "MSE", "primary", "MC over MSE")
+    assert (qwk["margin"], maqwk_m["margin"]) == (0.5, 0.02)  # the file's margin for QWK, the default elsewhere
+    assert qwk["verdict"] == "equivalent"  # same noise, a wide margin: equivalence is a finding
+    assert "| MC | MSE | QWK |" in printed
+
+    code, _, _ = compare(capsys, *runs, "--out", str(tmp_path / "cmp"), "--comparisons", str(plan),
+                         "--equivalence_margin", "0.001")  # fmt: skip
+    qwk = next(p for p in json.loads((tmp_path / "cmp" / "compare.json").read_text())["paired"] if p["metric"] == "qwk")
+    assert code == 0 and qwk["margin"] == 0.001 and qwk["verdict"] == "inconclusive"
+
+    plan.write_text("primary:\n  - a: {loss: mamse, attention: true}\n    b: {loss: mse, attention: true}\n")
+    code, _, err = compare(capsys, *runs, "--out", str(tmp_path / "cmp"), "--comparisons", str(plan))
+    assert code == 2 and f"{plan}: primary[0].a: a mamse method needs its alpha" in err
