@@ -112,18 +112,7 @@ def main(cfg: Namespace) -> int:
     paired = [pair.as_dict(plan) for pair in pairs]
     report = compare_json(methods, paired, not_paired, plan, left_out, mismatches, cfg)
     table = markdown_table(methods, paired, report)
-    from birads_calc.reporting.compare_charts import alpha_curve, bar_chart, difference_chart
-
-    with staged_outputs(out, OUTPUTS) as stage:
-        write_json(stage / "compare.json", report)
-        sources = "\n".join(f"- {m.label}: " + ", ".join(f"`{r.folder}`" for r in m.runs) for m in methods)
-        (stage / "table.md").write_text(table + "\n\nRuns:\n" + sources + "\n")
-        bar_chart(methods, stage / "table.png", plan.level)
-        if paired:
-            difference_chart(paired, stage / "differences.png", plan.level)
-        if any(len(sweep) > 1 for sweep in alpha_sweeps(methods)):
-            alpha_curve(alpha_sweeps(methods), stage / "alpha.png", plan.level)
-        written = sorted(p.name for p in stage.iterdir())
+    written = write_outputs(out, methods, report, table)
     print(table)
     logged = ""
     if cfg.wandb:
@@ -133,6 +122,23 @@ def main(cfg: Namespace) -> int:
         logged = f"; W&B run in {where}" if where else ""
     print(f"compare: wrote {', '.join(written)} to {out}{logged}", file=sys.stderr)
     return 0
+
+
+def write_outputs(out: Path, methods: Sequence[Method], report: dict, table: str) -> list[str]:
+    """Write compare's output set into ``out`` whole or not at all; return the names written."""
+    from birads_calc.reporting.compare_charts import alpha_curve, bar_chart, difference_chart
+
+    level, sweeps = report["level"], [s for s in alpha_sweeps(methods) if len(s) > 1]
+    with staged_outputs(out, OUTPUTS) as stage:
+        write_json(stage / "compare.json", report)
+        sources = "\n".join(f"- {m.label}: " + ", ".join(f"`{r.folder}`" for r in m.runs) for m in methods)
+        (stage / "table.md").write_text(table + "\n\nRuns:\n" + sources + "\n")
+        bar_chart(methods, stage / "table.png", level)
+        if report["paired"]:
+            difference_chart(report["paired"], stage / "differences.png", level)
+        if sweeps:
+            alpha_curve(sweeps, stage / "alpha.png", level)
+        return sorted(p.name for p in stage.iterdir())
 
 
 def check_options(cfg: Namespace, out: Path) -> None:
