@@ -158,11 +158,11 @@ def test_compare_json_matches_a_hand_computation_of_the_paired_statistics(tmp_pa
         write_run(tmp_path / f"runs/mse_attention/seed_{s}", "mse", True, None, s, lesions, preds["b", s])
     out = tmp_path / "cmp"
     code, printed, _ = compare(capsys, str(tmp_path / "runs/proposed"), str(tmp_path / "runs/mse_attention"),
-                               "--out", str(out), "--resamples", "100", "--bootstrap_seed", "3")  # fmt: skip
+                               "--out", str(out), "--resamples", "200", "--bootstrap_seed", "3")  # fmt: skip
     assert code == 0
     report = json.loads((out / "compare.json").read_text())
-    counts = patient_draws(len(units), 100, 3)
-    assert counts.shape == (101, 15) and (counts[0] == 1).all() and (counts[1:].sum(axis=1) == 15).all()
+    counts = patient_draws(len(units), 200, 3)
+    assert counts.shape == (201, 15) and (counts[0] == 1).all() and (counts[1:].sum(axis=1) == 15).all()
 
     entries = {p["metric"]: p for p in report["paired"]}
     for metric, kind in (("qwk", None), ("maqwk_m", "malignant"), ("maqwk_b", "benign")):
@@ -216,7 +216,7 @@ def test_identical_methods_are_not_called_different_and_two_seeds_give_no_verdic
         for seed in (0, 1):
             runs.append(str(write_run(tmp_path / f"runs/{name}/seed_{seed}", loss, False, None, seed, lesions,
                                       predicted(lesions, 1, seed))))  # fmt: skip
-    code, printed, _ = compare(capsys, *runs, "--out", str(tmp_path / "cmp"), "--resamples", "100")
+    code, printed, _ = compare(capsys, *runs, "--out", str(tmp_path / "cmp"), "--resamples", "200")
     assert code == 0
     qwk = next(p for p in json.loads((tmp_path / "cmp" / "compare.json").read_text())["paired"] if p["metric"] == "qwk")
     assert (qwk["diff"], qwk["ci_low"], qwk["ci_high"]) == (0.0, 0.0, 0.0)
@@ -246,7 +246,7 @@ def test_wandb_offline_run_holds_the_tables_verdicts_and_charts(tmp_path, capsys
         )
     out = tmp_path / "cmp"
     code, printed, err = compare(capsys, str(tmp_path / "runs/mse"), str(tmp_path / "runs/mse_attention"),
-                                 "--out", str(out), "--resamples", "100", wandb=True)  # fmt: skip
+                                 "--out", str(out), "--resamples", "200", wandb=True)  # fmt: skip
     assert code == 0 and "wandb" not in printed  # W&B's own chatter stays off stdout
     (run_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
     assert f"W&B run in {run_file.parent}" in err
@@ -272,7 +272,7 @@ def test_wandb_offline_run_holds_the_tables_verdicts_and_charts(tmp_path, capsys
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
-        ("--resamples", "50", "--resamples must be at least 100"),
+        ("--resamples", "150", "--resamples must be at least 200"),
         ("--equivalence_margin", "0", "--equivalence_margin must be a positive number"),
         ("--equivalence_margin", "-0.1", "--equivalence_margin must be a positive number"),
     ],

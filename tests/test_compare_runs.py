@@ -13,7 +13,7 @@ from birads_calc.cli import main
 
 def compare(capsys, *args: str) -> tuple[int, str, str]:
     capsys.readouterr()
-    code = main(["compare", *args, "--wandb", "false", "--resamples", "100"])
+    code = main(["compare", *args, "--wandb", "false", "--resamples", "200"])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
