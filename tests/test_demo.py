@@ -16,7 +16,10 @@ from birads_calc.cli.trainer import cpu_fallback
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 OVERLAY = CONFIGS / "demo.yaml"
-PAPER_CONFIGS = sorted(p for p in [*CONFIGS.glob("*.yaml"), *CONFIGS.glob("alpha/alpha_*.yaml")] if p != OVERLAY)
+COMPARISONS = CONFIGS / "comparisons.yaml"  # compare's primary comparisons, not a training config
+PAPER_CONFIGS = sorted(
+    p for p in [*CONFIGS.glob("*.yaml"), *CONFIGS.glob("alpha/alpha_*.yaml")] if p not in (OVERLAY, COMPARISONS)
+)
 # What the overlay may change: scale, hardware, logging, and the from-scratch optimizer (docs/reproduction.md).
 SIZE_KEYS = {
     "trainer.accelerator",
