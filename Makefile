@@ -29,9 +29,10 @@ demo: install
 	$(BIN)/birads-calc compare runs/proposed --out runs/proposed/compare
 	@echo "demo: data in $(DEMO_DIR); run folder $$(ls -td runs/proposed/version_* | head -1) (metrics.json, predictions.csv, checkpoints/, metrics.csv); table and chart in runs/proposed/compare"
 
-# 6 Table 3 rows + 6 more alphas, 3 training seeds each (36 runs), 8 epochs: sized for 2 idle cores in 90 min
+# Table 3: 6 methods x 5 seeds on 140 patients split 3:1:3 (60 test), sized by a power calculation for 2 idle cores
+# in 90 min (docs/reproduction.md); the Fig. 3 sweep is a second command there
 reproduce: install
-	WANDB_MODE=offline $(BIN)/python bench/reproduce.py --patients 120 --seed 1 --seeds 0 1 2 --jobs 2 --trainer.max_epochs 8
+	WANDB_MODE=offline $(BIN)/python bench/reproduce.py --patients 140 --split_ratios 3 1 3 --seed 1 --seeds 0 1 2 3 4 --jobs 2 --methods mc mse mamse mc_attention mse_attention proposed
 
 bench: install
 	WANDB_MODE=offline $(BIN)/python bench/run.py

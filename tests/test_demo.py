@@ -16,7 +16,10 @@ from birads_calc.cli.trainer import cpu_fallback
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 OVERLAY = CONFIGS / "demo.yaml"
-PAPER_CONFIGS = sorted(p for p in [*CONFIGS.glob("*.yaml"), *CONFIGS.glob("alpha/alpha_*.yaml")] if p != OVERLAY)
+COMPARISONS = CONFIGS / "comparisons.yaml"  # compare's primary comparisons, not a training config
+PAPER_CONFIGS = sorted(
+    p for p in [*CONFIGS.glob("*.yaml"), *CONFIGS.glob("alpha/alpha_*.yaml")] if p not in (OVERLAY, COMPARISONS)
+)
 # What the overlay may change: scale, hardware, logging, and the from-scratch optimizer (docs/reproduction.md).
 SIZE_KEYS = {
     "trainer.accelerator",
@@ -110,7 +113,7 @@ def test_reproduce_pipeline_runs_table_and_sweep_and_resumes(tmp_path, monkeypat
         assert main(args) in (0, None), args
 
     methods = ("mc", "proposed", "alpha/alpha_0.5")
-    kwargs = dict(data=manifest.parent, runs=tmp_path / "runs", figures=tmp_path / "figures", methods=methods)
+    kwargs = dict(manifest=manifest, runs=tmp_path / "runs", figures=tmp_path / "figures", methods=methods)
     summary = reproduce.reproduce(seeds=(0, 1), jobs=1, extra=TINY_OVERRIDES, runner=in_process, **kwargs)
 
     runs = tmp_path / "runs"

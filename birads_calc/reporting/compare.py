@@ -1,258 +1,246 @@
-"""``birads-calc compare``: the paper's Table 3 (and Fig. 3 alpha curve) from finished runs, with statistics over
-training seeds.
+"""``birads-calc compare``: the paper's Table 3 (and Fig. 3 alpha curve) from finished runs, with verdicts that
+hold their error rate over training seeds and test patients.
 
-Each RUN is a ``metrics.json`` file, a run folder (``runs/<config>/<version>``) or a config folder (for each
-training seed, its newest version that has a ``metrics.json``). Runs are grouped by **method**: (loss, attention
-ROI, alpha). For each method and metric (QWK, MAQWK-M, MAQWK-B):
+Each RUN is a ``metrics.json`` file, a run folder (``runs/<config>/<version>``) or a config folder (every run in
+it). Runs are grouped by method and seed and checked for comparability (:mod:`comparable_runs`). Then, with the
+test patients resampled alike for every run (``--resamples`` patient bootstraps, ``--bootstrap_seed``):
 
-* ``mean`` and ``sd`` (sample standard deviation, n - 1) over its runs (one per seed);
-* a 95% CI: with several runs, the t interval of the mean over seeds (``mean +- t(0.975, n - 1) sd / sqrt(n)``);
-  with one run, that run's own patient-bootstrap CI from its ``metrics.json``.
+* per method and metric: the mean over seeds, the SD over seeds and a 95% CI that counts both the training
+  seeds and the test patients (:mod:`paired_statistics`);
+* per pair of methods and metric: the paired difference ``a - b`` on the shared seeds, its CI and p-value, the
+  TOST p-value of equivalence within the margin, the p-values corrected for multiplicity (Holm over the primary
+  comparisons of ``configs/comparisons.yaml``, Benjamini-Hochberg q-values for every other pair), a verdict
+  (``a better`` / ``b better`` / ``equivalent`` / ``inconclusive``) and the minimum detectable difference at 80%
+  power.
 
-For every pair of methods run on the same seeds and the same test patients (their ``predictions.csv``), the
-**paired difference** ``a - b`` (``a`` the later row in Table 3 order, e.g. MAMSE + attention minus MSE +
-attention; the mean over the shared seeds of the difference on all test patients) with a 95% percentile CI
-from a bootstrap over patients and seeds: each resample draws the patients with replacement (the same patients
-for both methods and every seed: the pairing) and the seeds with replacement, and takes the mean over the drawn
-seeds of ``metric(a) - metric(b)`` on the drawn patients. The verdict is
-``distinguishable`` when the CI excludes 0, ``not distinguishable`` otherwise.
-
-Writes to ``--out``: ``compare.json`` (``methods``: per method ``label``, ``n_runs``, ``seeds``, ``runs`` and per
-metric ``mean``, ``sd``, ``ci_low``, ``ci_high``; ``paired``: ``a``, ``b``, ``metric``, ``diff``, ``ci_low``,
-``ci_high``, ``seeds``, ``n_patients``, ``verdict``), ``table.md`` (also printed), ``table.png`` (bars with CI
-error bars) and, when one method is run at several alphas, ``alpha.png`` (the Fig. 3 curve of the means with the
-CI as a band).
+Writes ``compare.json``, ``table.md`` (also printed), ``table.png``, ``differences.png`` and, for a sweep,
+``alpha.png`` into ``--out`` as one set (whole or not at all), then logs them to a W&B run of job type
+``compare`` (offline unless logged in; ``--wandb false`` skips it). Details and literature: docs/compare.md.
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
-import json
 import math
-import re
+import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 from jsonargparse import ArgumentParser, Namespace
 
 from birads_calc.categories import PATHOLOGY_VALUES, scale
-from birads_calc.errors import InputError
-from birads_calc.io import atomic_path, write_json
+from birads_calc.io import staged_outputs, write_json
 from birads_calc.metrics import UndefinedMetricWarning, metric_on_resamples
 from birads_calc.metrics.functional import malignancy_adjusted_qwk, quadratic_weighted_kappa
+from birads_calc.reporting.comparable_runs import (
+    METRICS,
+    CompareError,
+    LeftOut,
+    Method,
+    RunResult,
+    check_comparable,
+    collect_runs,
+    group_methods,
+)
+from birads_calc.reporting.multiplicity import benjamini_hochberg, holm
+from birads_calc.reporting.paired_statistics import (
+    A_BETTER,
+    B_BETTER,
+    INCONCLUSIVE,
+    MIN_SEEDS,
+    PairedEstimate,
+    paired_estimate,
+    verdict,
+)
 
-METRICS: dict[str, str] = {"qwk": "QWK", "maqwk_m": "MAQWK-M", "maqwk_b": "MAQWK-B"}
-LOSS_ORDER: dict[str, int] = {"ce": 0, "cross_entropy": 0, "mc": 0, "mse": 1, "mamse": 2}
-FIGSIZE, DPI = (8.0, 4.5), 100  # 800 x 450 pixel figures
-LEVEL = 0.95
-DISTINGUISHABLE, NOT_DISTINGUISHABLE = "distinguishable", "not distinguishable"
+OUTPUTS = ("compare.json", "table.md", "table.png", "differences.png", "alpha.png")  # the set compare owns in --out
+MAX_SEED = 2**32
+# the patient covariances come from the resamples: at 200 their own noise adds up to 2 points to the error rate of
+# MAQWK-M verdicts; at the default 1,000 the rates are nominal (docs/compare.md)
+MIN_RESAMPLES = 200
+PRIMARY, EXPLORATORY = "primary", "exploratory"
+DEFAULT_COMPARISONS = "comparisons.yaml"
 
-
-class CompareError(InputError, ValueError):
-    """A run that cannot be compared; the message names the path and the problem."""
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """The parts of one run's ``metrics.json`` that the comparison uses."""
-
-    path: Path
-    method: str
-    loss: str
-    attention: bool | None
-    alpha: float | None
-    metrics: dict[str, tuple[float, float | None, float | None]]  # name -> (value, ci_low, ci_high)
-    seed: int | None = None
-    num_classes: int = 6
-
-    @property
-    def key(self) -> tuple:
-        """The method: (loss, attention, alpha)."""
-        return (self.loss, bool(self.attention), self.alpha)
-
-    @property
-    def sort_key(self) -> tuple:
-        """Table 3 order: gray patches first, then MC, MSE, MAMSE, then alpha."""
-        return (bool(self.attention), LOSS_ORDER.get(self.loss, len(LOSS_ORDER)), self.alpha or 0.0)
-
-    @property
-    def predictions(self) -> Path:
-        return self.path.parent / "predictions.csv"
-
-
-@dataclass
-class Method:
-    """The runs of one method (one per seed) and their statistics per metric."""
-
-    label: str
-    runs: list[RunResult]
-    stats: dict[str, dict[str, float | None]] = field(default_factory=dict)
-
-    @property
-    def first(self) -> RunResult:
-        return self.runs[0]
-
-    @property
-    def seeds(self) -> list[int | None]:
-        return [r.seed for r in self.runs]
+__all__ = ["CompareError", "configure_parser", "main"]
 
 
 def configure_parser(parser: ArgumentParser) -> None:
     """Options of ``birads-calc compare``."""
     parser.add_argument("runs", nargs="+", type=str, help="metrics.json files, run folders or config folders.")
     parser.add_argument(
-        "--out", type=Path, default=Path("runs/compare"), help="Folder for compare.json, tables, plots."
+        "--out", type=Path, default=Path("runs/compare"), help="Folder for compare.json, tables and charts."
     )
-    parser.add_argument("--resamples", type=int, default=1000, help="Bootstrap resamples of the paired differences.")
-    parser.add_argument("--bootstrap_seed", type=int, default=0, help="Seed of the paired bootstrap.")
+    parser.add_argument(
+        "--resamples",
+        type=int,
+        default=1000,
+        help="Patient bootstrap resamples (at least 200; 1000 keeps the verdicts' error rates).",
+    )
+    parser.add_argument("--bootstrap_seed", type=int, default=0, help="Seed of the patient resamples, in [0, 2^32).")
+    parser.add_argument(
+        "--comparisons",
+        type=Path | None,
+        default=None,
+        help="Primary comparisons, level and equivalence margins (default: configs/comparisons.yaml).",
+    )
+    parser.add_argument(
+        "--equivalence_margin",
+        type=float | None,
+        default=None,
+        help="|a - b| below this is 'equivalent', for every metric (default: the comparisons file's).",
+    )
+    parser.add_argument(
+        "--allow_mismatch",
+        type=bool,
+        default=False,
+        help="Compare runs that differ in data, recipe or code anyway, listing the differences.",
+    )
+    parser.add_argument(
+        "--wandb", type=bool, default=True, help="Log to a W&B run of job type 'compare' (offline unless logged in)."
+    )
 
 
 def main(cfg: Namespace) -> int:
-    """Run ``birads-calc compare``; returns the exit code."""
-    try:
-        runs = [load_run(path) for run in cfg.runs for path in find_metrics(Path(run))]
-        methods = group_methods(runs)
-        paired = paired_differences(methods, cfg.resamples, cfg.bootstrap_seed)
-    except CompareError as error:
-        print(f"birads-calc compare: error: {error}")
-        return 2
-    outputs = write_outputs(methods, paired, Path(cfg.out))
-    print(markdown_table(methods, paired))
-    print("\n".join(f"wrote {path}" for path in outputs))
+    """Run ``birads-calc compare``; returns the exit code (errors raise :class:`CompareError`, exit code 2)."""
+    out = Path(cfg.out)
+    check_options(cfg, out)
+    plan = load_plan(cfg.comparisons, cfg.equivalence_margin)
+    runs, left_out = collect_runs(Path(run) for run in cfg.runs)
+    methods = group_methods(runs)
+    mismatches = check_comparable(methods, cfg.allow_mismatch)
+    metrics = ResampledMetrics(cfg.resamples, cfg.bootstrap_seed)
+    for method in methods:
+        method.stats = {key: method_statistics(method, key, metrics, plan.level) for key in METRICS}
+    pairs, not_paired = paired_differences(methods, metrics, plan)
+    paired = [pair.as_dict(plan) for pair in pairs]
+    report = compare_json(methods, paired, not_paired, plan, left_out, mismatches, cfg)
+    table = markdown_table(methods, paired, report)
+    written = write_outputs(out, methods, report, table)
+    print(table)
+    logged = ""
+    if cfg.wandb:
+        from birads_calc.reporting.wandb_runs import log_compare
+
+        where = log_compare(report, {name: out / name for name in written if name.endswith(".png")}, out)
+        logged = f"; W&B run in {where}" if where else ""
+    print(f"compare: wrote {', '.join(written)} to {out}{logged}", file=sys.stderr)
     return 0
 
 
-# --- finding and reading runs ----------------------------------------------------------------------------------------
-def find_metrics(path: Path) -> list[Path]:
-    """The ``metrics.json`` of a file or run folder; of a config folder, the newest version per training seed.
+def write_outputs(out: Path, methods: Sequence[Method], report: dict, table: str) -> list[str]:
+    """Write compare's output set into ``out`` whole or not at all; return the names written."""
+    from birads_calc.reporting.compare_charts import alpha_curve, bar_chart, difference_chart
 
-    Raises:
-        CompareError: when the path does not exist or holds no finished run.
-    """
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise CompareError(f"{path}: no such file or folder")
-    if (path / "metrics.json").is_file():
-        return [path / "metrics.json"]
-    versions = [child for child in path.iterdir() if (child / "metrics.json").is_file()]
-    if not versions:
+    level, sweeps = report["level"], [s for s in alpha_sweeps(methods) if len(s) > 1]
+    with staged_outputs(out, OUTPUTS) as stage:
+        write_json(stage / "compare.json", report)
+        sources = "\n".join(f"- {m.label}: " + ", ".join(f"`{r.folder}`" for r in m.runs) for m in methods)
+        (stage / "table.md").write_text(table + "\n\nRuns:\n" + sources + "\n")
+        bar_chart(methods, stage / "table.png", level)
+        if report["paired"]:
+            difference_chart(report["paired"], stage / "differences.png", level)
+        if sweeps:
+            alpha_curve(sweeps, stage / "alpha.png", level)
+        return sorted(p.name for p in stage.iterdir())
+
+
+def check_options(cfg: Namespace, out: Path) -> None:
+    """Refuse options that cannot work before reading any run."""
+    if not 0 <= cfg.bootstrap_seed < MAX_SEED:
+        raise CompareError(f"--bootstrap_seed must be in [0, 2^32), got {cfg.bootstrap_seed}")
+    if cfg.resamples < MIN_RESAMPLES:
         raise CompareError(
-            f"{path}: no metrics.json here or in its version folders; run 'birads-calc test' on the run first"
+            f"--resamples must be at least {MIN_RESAMPLES} (the patient variance rests on them), got {cfg.resamples}"
         )
-    newest: dict[object, Path] = {}
-    for version in sorted(versions, key=_version_key):
-        newest[_seed_of(version / "metrics.json")] = version / "metrics.json"
-    return sorted(newest.values())
+    margin = cfg.equivalence_margin
+    if margin is not None and not (math.isfinite(margin) and margin > 0):
+        raise CompareError(f"--equivalence_margin must be a positive number, got {cfg.equivalence_margin}")
+    if out.exists() and not out.is_dir():
+        raise CompareError(f"--out {out} is a file; give a folder for compare.json, table.md and the charts")
 
 
-def _seed_of(path: Path) -> object:
-    try:
-        return json.loads(path.read_text()).get("seed")
-    except (OSError, ValueError, AttributeError):
-        return None
+# --- the comparison plan: primary comparisons, level, margins -------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """What ``configs/comparisons.yaml`` declares."""
+
+    source: str
+    primary: list[tuple[str, tuple, tuple]]  # (name, method key a, method key b)
+    margins: dict[str, float]
+    level: float = 0.95
+    power: float = 0.8
+
+    @property
+    def alpha(self) -> float:
+        return 1 - self.level
 
 
-def _version_key(folder: Path) -> tuple[int, float]:
-    """``version_12`` is newer than ``version_9``; other names by the time their metrics were written."""
-    match = re.fullmatch(r"version_(\d+)", folder.name)
-    return (int(match.group(1)) if match else -1, (folder / "metrics.json").stat().st_mtime)
+def default_comparisons() -> Path:
+    """The shipped ``comparisons.yaml``: inside the package when installed, else the repository's ``configs/``."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "configs" / DEFAULT_COMPARISONS, package.parent / "configs" / DEFAULT_COMPARISONS):
+        if candidate.is_file():
+            return candidate
+    raise CompareError(f"the default {DEFAULT_COMPARISONS} is missing from the installation; give --comparisons FILE")
 
 
-def load_run(path: Path) -> RunResult:
-    """Read one ``metrics.json`` (format in docs/architecture.md).
+def load_plan(path: Path | None, margin: float | None = None) -> Plan:
+    """Read and check a comparisons file; ``margin`` (``--equivalence_margin``) overrides its margins.
 
     Raises:
-        CompareError: naming the file and the missing or malformed entry.
+        CompareError: naming the file and the entry at fault.
     """
+    path = Path(path) if path is not None else default_comparisons()
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CompareError(f"{path}: cannot read metrics.json ({error})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
-        raise CompareError(f"{path}: no 'metrics' object; is this a birads-calc metrics.json?")
-    metrics = {}
-    for key in METRICS:
-        entry = data["metrics"].get(key)
-        if not isinstance(entry, dict) or not (_is_number(entry.get("value")) or entry.get("value", 0) is None):
-            raise CompareError(f"{path}: metrics.{key}.value is missing or not a number")
-        # null = undefined for this test split (e.g. MAQWK-B without benign lesions): shown as n/a, not an error
-        value = float(entry["value"]) if entry["value"] is not None else math.nan
-        metrics[key] = (value, _number_or_none(entry.get("ci_low")), _number_or_none(entry.get("ci_high")))
-    alpha, seed = data.get("alpha"), data.get("seed")
-    return RunResult(
-        path=path,
-        method=str(data.get("method") or data.get("config") or path.parent.name),
-        loss=str(data.get("loss", "")).lower(),
-        attention=data.get("attention"),
-        alpha=float(alpha) if _is_number(alpha) else None,
-        metrics=metrics,
-        seed=int(seed) if _is_number(seed) else None,
-        num_classes=int(data.get("num_classes") or 6),
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise CompareError(f"{path}: cannot read the comparisons file ({error})") from None
+    if not isinstance(data, dict):
+        raise CompareError(f"{path}: expected a mapping with 'primary', 'equivalence_margin', 'level'")
+    level = data.get("level", 0.95)
+    if not isinstance(level, (int, float)) or not 0.5 <= level < 1:
+        raise CompareError(f"{path}: level must be a number in [0.5, 1), got {level!r}")
+    power = data.get("power", 0.8)
+    if not isinstance(power, (int, float)) or not 0 < power < 1:
+        raise CompareError(f"{path}: power must be a number in (0, 1), got {power!r}")
+    margins = data.get("equivalence_margin", 0.02)
+    margins = (
+        dict.fromkeys(METRICS, margins)
+        if not isinstance(margins, dict)
+        else {**dict.fromkeys(METRICS, 0.02), **margins}
     )
+    if margin is not None:
+        margins = dict.fromkeys(METRICS, margin)
+    for key, value in margins.items():
+        if key not in METRICS or not isinstance(value, (int, float)) or not value > 0:
+            raise CompareError(f"{path}: equivalence_margin.{key} must be a positive number for one of {list(METRICS)}")
+    primary = []
+    for k, entry in enumerate(data.get("primary") or []):
+        if not isinstance(entry, dict) or not isinstance(entry.get("a"), dict) or not isinstance(entry.get("b"), dict):
+            raise CompareError(f"{path}: primary[{k}] needs 'a' and 'b' mappings of loss, attention (and alpha)")
+        name = str(entry.get("name") or f"primary[{k}]")
+        primary.append(
+            (name, _method_key(entry["a"], path, f"primary[{k}].a"), _method_key(entry["b"], path, f"primary[{k}].b"))
+        )
+    return Plan(str(path), primary, {k: float(v) for k, v in margins.items()}, float(level), float(power))
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _method_key(entry: dict, path: Path, where: str) -> tuple:
+    loss = str(entry.get("loss", "")).lower()
+    if loss not in ("ce", "mse", "mamse") or not isinstance(entry.get("attention"), bool):
+        raise CompareError(f"{path}: {where} needs loss (ce, mse or mamse) and attention (true or false)")
+    alpha = entry.get("alpha")
+    if loss == "mamse" and not isinstance(alpha, (int, float)):
+        raise CompareError(f"{path}: {where}: a mamse method needs its alpha")
+    return (loss, entry["attention"], float(alpha) if loss == "mamse" else None)
 
 
-def _number_or_none(value: object) -> float | None:
-    return float(value) if _is_number(value) else None
-
-
-def _finite_or_none(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else float(value)
-
-
-# --- statistics per method ------------------------------------------------------------------------------------------
-def group_methods(runs: Sequence[RunResult]) -> list[Method]:
-    """Runs grouped by method in Table 3 order; one run per seed (a later run of the same seed replaces one)."""
-    by_key: dict[tuple, dict[object, RunResult]] = {}
-    for run in runs:
-        seeds = by_key.setdefault(run.key, {})
-        seeds[run.seed if run.seed is not None else ("path", str(run.path))] = run
-    groups = sorted(by_key.values(), key=lambda g: next(iter(g.values())).sort_key)
-    methods = [Method("", sorted(g.values(), key=lambda r: (r.seed is None, r.seed or 0))) for g in groups]
-    for method, label in zip(methods, row_labels(methods), strict=True):
-        method.label = label
-        method.stats = {key: seed_statistics(method.runs, key) for key in METRICS}
-    return methods
-
-
-def seed_statistics(runs: Sequence[RunResult], metric: str, level: float = LEVEL) -> dict[str, float | None]:
-    """``mean``, ``sd`` (n - 1) and the CI of one metric over runs: a t interval over seeds, or a single run's own
-    patient-bootstrap CI. Runs where the metric is undefined are left out (``n`` says how many count)."""
-    from scipy import stats
-
-    values = np.asarray([r.metrics[metric][0] for r in runs], dtype=np.float64)
-    defined = values[~np.isnan(values)]
-    n = int(defined.size)
-    if n == 0:
-        return {"mean": None, "sd": None, "ci_low": None, "ci_high": None, "n": 0}
-    mean = float(defined.mean())
-    if n == 1:
-        run = next(r for r in runs if not math.isnan(r.metrics[metric][0]))
-        return {"mean": mean, "sd": None, "ci_low": run.metrics[metric][1], "ci_high": run.metrics[metric][2], "n": 1}
-    sd = float(defined.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return {"mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half, "n": n}
-
-
-def row_labels(methods: Sequence[Method]) -> list[str]:
-    """Method names, with alpha added where one name appears several times (a sweep)."""
-    counts = {m.first.method: sum(o.first.method == m.first.method for o in methods) for m in methods}
-    return [
-        f"{m.first.method} (alpha={m.first.alpha:g})" if counts[m.first.method] > 1 and m.first.alpha is not None
-        else m.first.method
-        for m in methods
-    ]  # fmt: skip
-
-
-# --- paired differences ---------------------------------------------------------------------------------------------
+# --- metrics on patient resamples -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunPredictions:
     """One run's test predictions as class indices, with its patients (rows sorted by patient and lesion)."""
@@ -266,7 +254,8 @@ class RunPredictions:
 
     @property
     def lesions(self) -> tuple:
-        return tuple(zip(self.patients, self.lesion_ids, strict=True))
+        """What must be equal for two runs to be paired: every lesion with its label and pathology."""
+        return tuple(zip(self.patients, self.lesion_ids, self.target.tolist(), self.malignancy.tolist(), strict=True))
 
 
 def read_predictions(run: RunResult) -> RunPredictions | None:
@@ -289,96 +278,282 @@ def read_predictions(run: RunResult) -> RunPredictions | None:
         raise CompareError(f"{run.predictions}: cannot read the test predictions ({error!r})") from None
 
 
-def metric_values(predictions: RunPredictions, metric: str, units: Sequence[str], counts: np.ndarray) -> np.ndarray:
-    """One metric of one run on each patient resample (``counts[r, u]``: draws of patient ``units[u]``)."""
-    p = predictions
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        if metric == "qwk":
-            values = metric_on_resamples(quadratic_weighted_kappa, p.pred, p.target, groups=p.patients, units=units,
-                                         counts=counts, num_classes=p.num_classes)  # fmt: skip
-        else:
-            kind = "malignant" if metric == "maqwk_m" else "benign"
-            values = metric_on_resamples(malignancy_adjusted_qwk, p.pred, p.target, p.malignancy, groups=p.patients,
-                                         units=units, counts=counts, num_classes=p.num_classes, kind=kind)  # fmt: skip
-    return values.numpy()
-
-
 def patient_draws(num_patients: int, resamples: int, seed: int) -> np.ndarray:
-    """``[resamples, num_patients]`` draw counts: each resample draws ``num_patients`` patients with replacement."""
+    """``[1 + resamples, num_patients]`` draw counts: row 0 every patient once (the point estimate), then each
+    resample draws ``num_patients`` patients with replacement."""
     picks = np.random.default_rng([seed, 0]).integers(num_patients, size=(resamples, num_patients))
-    return np.stack([np.bincount(row, minlength=num_patients) for row in picks])
+    draws = np.stack([np.bincount(row, minlength=num_patients) for row in picks])
+    return np.vstack([np.ones((1, num_patients), dtype=np.int64), draws])
 
 
-def seed_draws(num_seeds: int, resamples: int, seed: int) -> np.ndarray:
-    """``[resamples, num_seeds]`` indices of the shared seeds drawn with replacement in each resample."""
-    return np.random.default_rng([seed, 1]).integers(num_seeds, size=(resamples, num_seeds))
+class ResampledMetrics:
+    """Each run's metrics on all its test patients and on the same patient resamples for every run with the same
+    test patients (so that differences between runs are paired)."""
+
+    def __init__(self, resamples: int, seed: int) -> None:
+        self.resamples, self.seed = resamples, seed
+        self._predictions: dict[Path, RunPredictions | None] = {}
+        self._values: dict[tuple[Path, str], np.ndarray] = {}
+
+    def predictions(self, run: RunResult) -> RunPredictions | None:
+        if run.path not in self._predictions:
+            self._predictions[run.path] = read_predictions(run)
+        return self._predictions[run.path]
+
+    def values(self, run: RunResult, metric: str) -> np.ndarray:
+        """``[1 + resamples]``: on all patients, then on each resample; ``nan`` where undefined."""
+        if (run.path, metric) not in self._values:
+            p = self.predictions(run)
+            units = sorted(set(p.patients))
+            counts = patient_draws(len(units), self.resamples, self.seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UndefinedMetricWarning)
+                if metric == "qwk":
+                    values = metric_on_resamples(
+                        quadratic_weighted_kappa,
+                        p.pred,
+                        p.target,
+                        groups=p.patients,
+                        units=units,
+                        counts=counts,
+                        num_classes=p.num_classes,
+                    )
+                else:
+                    kind = "malignant" if metric == "maqwk_m" else "benign"
+                    values = metric_on_resamples(
+                        malignancy_adjusted_qwk,
+                        p.pred,
+                        p.target,
+                        p.malignancy,
+                        groups=p.patients,
+                        units=units,
+                        counts=counts,
+                        num_classes=p.num_classes,
+                        kind=kind,
+                    )
+            self._values[run.path, metric] = values.numpy()
+        return self._values[run.path, metric]
+
+    def n_patients(self, run: RunResult) -> int:
+        return len(set(self.predictions(run).patients))
+
+    def same_test_set(self, runs: Sequence[RunResult]) -> bool:
+        """All runs have predictions on the same lesions with the same labels and pathology."""
+        sets = [self.predictions(r) for r in runs]
+        return all(s is not None for s in sets) and len({s.lesions for s in sets}) == 1
 
 
-def paired_differences(methods: Sequence[Method], resamples: int = 1000, seed: int = 0) -> list[dict]:
-    """For every pair of methods with shared seeds and identical test lesions: ``a - b`` per metric with its
-    patient-and-seed bootstrap CI and verdict (module docstring). Pairs without them are left out."""
-    if resamples < 1:
-        raise CompareError(f"--resamples must be at least 1, got {resamples}")
-    predictions = {id(r): read_predictions(r) for m in methods for r in m.runs}
-    paired = []
-    for b, a in itertools.combinations(methods, 2):  # a: the later row of Table 3 (e.g. the proposed method)
-        shared = _shared_seeds(a, b, predictions)
-        if not shared:
+# --- statistics per method ------------------------------------------------------------------------------------------
+def method_statistics(method: Method, metric: str, metrics: ResampledMetrics, level: float) -> dict:
+    """Mean and SD over the seeds where the metric is defined, and a CI: over seeds and patients when every run has
+    its predictions on one test set; over seeds alone otherwise (one run: its own bootstrap CI)."""
+    runs = [r for r in method.runs if math.isfinite(r.metrics[metric][0])]
+    values = np.asarray([r.metrics[metric][0] for r in runs])
+    stats = {"mean": None, "sd": None, "ci_low": None, "ci_high": None, "se": None, "n": len(runs), "ci_basis": None}
+    if not runs:
+        return stats
+    stats["mean"] = float(values.mean())
+    stats["sd"] = float(values.std(ddof=1)) if len(runs) > 1 else None
+    if metrics.same_test_set(runs):
+        estimate = paired_estimate(
+            np.asarray([metrics.values(r, metric)[0] for r in runs]),
+            np.stack([metrics.values(r, metric)[1:] for r in runs], axis=1),
+            metrics.n_patients(runs[0]),
+        )
+        low, high = estimate.interval(level)
+        basis = "patients and seeds" if len(runs) > 1 else "patients (one run)"
+        stats.update(
+            mean=estimate.estimate,
+            sd=estimate.seed_sd,
+            ci_low=_finite(low),
+            ci_high=_finite(high),
+            se=_finite(estimate.se),
+            ci_basis=basis,
+        )
+    elif len(runs) > 1:
+        from scipy import stats as scipy_stats
+
+        half = float(scipy_stats.t.ppf(0.5 + level / 2, len(runs) - 1)) * stats["sd"] / math.sqrt(len(runs))
+        stats.update(
+            ci_low=stats["mean"] - half,
+            ci_high=stats["mean"] + half,
+            se=stats["sd"] / math.sqrt(len(runs)),
+            ci_basis="seeds only (no shared predictions.csv)",
+        )
+    else:
+        stats.update(
+            ci_low=runs[0].metrics[metric][1],
+            ci_high=runs[0].metrics[metric][2],
+            ci_basis="the run's own bootstrap (metrics.json)",
+        )
+    return stats
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+# --- paired differences ---------------------------------------------------------------------------------------------
+@dataclass
+class Pair:
+    """One paired difference ``a - b`` on one metric, then its adjusted p-values and verdict (:func:`adjust`)."""
+
+    a: Method
+    b: Method
+    metric: str
+    seeds: list[int]
+    estimate: PairedEstimate
+    comparison: str | None  # the primary comparison's name; None: exploratory
+    p: float | None = None
+    p_equivalence: float | None = None
+    p_adjusted: float | None = None
+    p_equivalence_adjusted: float | None = None
+    verdict: str = INCONCLUSIVE
+    mdd: float | None = None
+    mdd_alpha: float | None = None
+
+    @property
+    def family(self) -> str:
+        return PRIMARY if self.comparison else EXPLORATORY
+
+    def as_dict(self, plan: Plan) -> dict:
+        """The ``compare.json`` entry: DESIGN §7's keys, then what the verdict rests on."""
+        low, high = self.estimate.interval(plan.level)
+        adjusted = "p_holm" if self.family == PRIMARY else "q"
+        entry = {
+            "a": self.a.label,
+            "b": self.b.label,
+            "metric": self.metric,
+            "diff": _finite(self.estimate.estimate),
+            "ci_low": _finite(low),
+            "ci_high": _finite(high),
+            "p": self.p,
+            "verdict": self.verdict,
+            "better": {A_BETTER: self.a.label, B_BETTER: self.b.label}.get(self.verdict),
+            "family": self.family,
+            adjusted: self.p_adjusted,
+            "margin": plan.margins[self.metric],
+            "p_equivalence": self.p_equivalence,
+            f"{adjusted}_equivalence": self.p_equivalence_adjusted,
+            "mdd": self.mdd,
+            "mdd_alpha": self.mdd_alpha,
+            "se": _finite(self.estimate.se),
+            "df": _finite(self.estimate.df),
+            "seed_sd": self.estimate.seed_sd,
+            "patient_se": _finite(self.estimate.patient_se),
+            "seeds": self.seeds,
+            "n_patients": self.estimate.n_patients,
+            "undefined_resamples": self.estimate.undefined_resamples,
+        }
+        if self.comparison:
+            entry["comparison"] = self.comparison
+        if self.estimate.n_seeds < MIN_SEEDS:
+            entry["note"] = (
+                f"{self.estimate.n_seeds} shared seed(s): no verdict (at least {MIN_SEEDS} seeds are needed for a "
+                "verdict that holds its error rate; with one seed the difference is that of two trained models)"
+            )
+        return entry
+
+
+def paired_differences(
+    methods: Sequence[Method], metrics: ResampledMetrics, plan: Plan
+) -> tuple[list[Pair], list[dict]]:
+    """Every pair of methods on every metric, tested and adjusted (:func:`adjust`); and the pairs of methods that
+    could not be paired (no shared seed with predictions on one test set), with the reason."""
+    primary = {(a, b): name for name, a, b in plan.primary}
+    pairs, unpaired = [], []
+    for first, second in itertools.combinations(methods, 2):
+        a, b = second, first  # the later Table 3 row first (e.g. the proposed method), unless the plan says otherwise
+        if (first.first.key, second.first.key) in primary:
+            a, b = first, second
+        seeds, reason = shared_seeds(a, b, metrics)
+        if reason:
+            unpaired.append({"a": a.label, "b": b.label, "reason": reason})
             continue
-        runs_a = [next(r for r in a.runs if r.seed == s) for s in shared]
-        runs_b = [next(r for r in b.runs if r.seed == s) for s in shared]
-        units = sorted(set(predictions[id(runs_a[0])].patients))
-        counts = np.vstack([np.ones((1, len(units)), dtype=np.int64), patient_draws(len(units), resamples, seed)])
-        seeds_drawn = seed_draws(len(shared), resamples, seed)
+        runs_a = [next(r for r in a.runs if r.seed == s) for s in seeds]
+        runs_b = [next(r for r in b.runs if r.seed == s) for s in seeds]
         for metric in METRICS:
-            # row 0: all patients once (the point estimate); rows 1..: the resamples
-            diffs = np.stack([metric_values(predictions[id(ra)], metric, units, counts)
-                              - metric_values(predictions[id(rb)], metric, units, counts)
-                              for ra, rb in zip(runs_a, runs_b, strict=True)], axis=1)  # fmt: skip
-            paired.append(_paired_entry(a, b, metric, shared, len(units), diffs[0], diffs[1:], seeds_drawn))
-    return paired
+            diff = np.stack(
+                [
+                    metrics.values(ra, metric) - metrics.values(rb, metric)
+                    for ra, rb in zip(runs_a, runs_b, strict=True)
+                ],
+                axis=1,
+            )
+            estimate = paired_estimate(diff[0], diff[1:], metrics.n_patients(runs_a[0]))
+            pairs.append(Pair(a, b, metric, seeds, estimate, primary.get((a.first.key, b.first.key))))
+    adjust(pairs, plan)
+    return pairs, unpaired
 
 
-def _shared_seeds(a: Method, b: Method, predictions: dict) -> list[int]:
-    """Seeds both methods ran whose runs all have predictions on the same test lesions."""
+def shared_seeds(a: Method, b: Method, metrics: ResampledMetrics) -> tuple[list[int], str]:
+    """The seeds both methods ran, with predictions on one test set; or the reason there are none."""
     seeds = sorted({s for s in a.seeds if s is not None} & {s for s in b.seeds if s is not None})
+    if not seeds:
+        return [], "no training seed in common (or the seeds are not recorded)"
     runs = [r for m in (a, b) for r in m.runs if r.seed in seeds]
-    if not seeds or any(predictions[id(r)] is None for r in runs):
-        return []
-    if len({predictions[id(r)].lesions for r in runs}) > 1:
-        return []  # different test patients: no pairing
-    return seeds
+    missing = [str(r.predictions) for r in runs if metrics.predictions(r) is None]
+    if missing:
+        return [], f"no predictions.csv: {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else "")
+    if not metrics.same_test_set(runs):
+        return [], "their predictions.csv hold different test lesions, labels or pathology"
+    return seeds, ""
 
 
-def _paired_entry(
-    a: Method, b: Method, metric: str, seeds: list[int], patients: int, point: np.ndarray, resampled: np.ndarray,
-    seeds_drawn: np.ndarray,
-) -> dict:  # fmt: skip
-    diff = float(np.mean(point))
-    per_resample = np.take_along_axis(resampled, seeds_drawn, axis=1).mean(axis=1)
-    defined = per_resample[~np.isnan(per_resample)]
-    low, high = np.percentile(defined, [50 * (1 - LEVEL), 50 * (1 + LEVEL)]) if defined.size else (math.nan,) * 2
-    verdict = DISTINGUISHABLE if (low > 0 or high < 0) else NOT_DISTINGUISHABLE
-    return {
-        "a": a.label,
-        "b": b.label,
-        "metric": metric,
-        "diff": _finite_or_none(diff),
-        "ci_low": _finite_or_none(float(low)),
-        "ci_high": _finite_or_none(float(high)),
-        "seeds": seeds,
-        "n_patients": patients,
-        "undefined_resamples": int(per_resample.size - defined.size),
-        "verdict": verdict if math.isfinite(diff) and defined.size else "undefined",
-    }
+def adjust(pairs: Sequence[Pair], plan: Plan) -> None:
+    """Test every pair (two-sided, and TOST within the margin), adjust within each family over its superiority and
+    equivalence p-values together (Holm for the primary family, Benjamini-Hochberg for the exploratory one), give
+    the verdicts and the minimum detectable differences (at Holm's first step for the primary family)."""
+    for pair in pairs:
+        if pair.estimate.testable:
+            pair.p = _finite(pair.estimate.p_value())
+            pair.p_equivalence = _finite(pair.estimate.p_equivalence(plan.margins[pair.metric]))
+    for family, correction in ((PRIMARY, holm), (EXPLORATORY, benjamini_hochberg)):
+        members = [p for p in pairs if p.family == family]
+        adjusted = correction([p.p for p in members] + [p.p_equivalence for p in members])
+        tests = sum(value is not None for value in adjusted)
+        first_step = plan.alpha / max(tests, 1) if family == PRIMARY else plan.alpha
+        for k, pair in enumerate(members):
+            pair.p_adjusted, pair.p_equivalence_adjusted = adjusted[k], adjusted[len(members) + k]
+            pair.verdict = verdict(pair.estimate.estimate, pair.p_adjusted, pair.p_equivalence_adjusted, plan.alpha)
+            if pair.estimate.testable:
+                pair.mdd = _finite(pair.estimate.minimum_detectable(first_step, plan.power))
+                pair.mdd_alpha = first_step
+
+
+def minimum_detectable(paired: Sequence[dict], plan: Plan) -> dict[str, dict]:
+    """Per metric, the median minimum detectable difference of the pairs of each family (80% power)."""
+    summary = {}
+    for metric in METRICS:
+        row = {"power": plan.power}
+        for family in (PRIMARY, EXPLORATORY):
+            values = [e["mdd"] for e in paired if e["metric"] == metric and e["family"] == family and e["mdd"]]
+            row[family] = float(np.median(values)) if values else None
+        summary[metric] = row
+    return summary
 
 
 # --- outputs --------------------------------------------------------------------------------------------------------
-def compare_json(methods: Sequence[Method], paired: list[dict]) -> dict:
+def compare_json(
+    methods: Sequence[Method],
+    paired: list[dict],
+    not_paired: list[dict],
+    plan: Plan,
+    left_out: Sequence[LeftOut],
+    mismatches: list[str],
+    cfg: Namespace,
+) -> dict:
     """The content of ``compare.json``."""
     return {
-        "level": LEVEL,
+        "level": plan.level,
+        "comparisons": plan.source,
+        "primary": [
+            {"name": n, "a": list(a), "b": list(b), "compared": any(p.get("comparison") == n for p in paired)}
+            for n, a, b in plan.primary
+        ],
+        "equivalence_margin": plan.margins,
+        "resamples": cfg.resamples,
+        "bootstrap_seed": cfg.bootstrap_seed,
         "methods": [
             {
                 "label": m.label,
@@ -387,37 +562,91 @@ def compare_json(methods: Sequence[Method], paired: list[dict]) -> dict:
                 "alpha": m.first.alpha,
                 "n_runs": len(m.runs),
                 "seeds": m.seeds,
-                "runs": [str(r.path) for r in m.runs],
+                "runs": [str(r.folder) for r in m.runs],
                 "metrics": m.stats,
             }
             for m in methods
         ],
         "paired": paired,
+        "mdd": minimum_detectable(paired, plan),
+        "left_out": [x.as_dict() for x in left_out],
+        "not_paired": not_paired,
+        "mismatches": mismatches,
     }
 
 
-def markdown_table(methods: Sequence[Method], paired: Sequence[dict] = ()) -> str:
-    """Table 3 layout: one row per method, each metric as ``mean [ci_low, ci_high]`` (``mean +- sd`` over seeds
-    when there are several); then the paired differences."""
-    header = "| Method | runs (seeds) | " + " | ".join(f"{name} [95% CI]" for name in METRICS.values()) + " |"
-    lines = [header, "|---|---|" + "---:|" * len(METRICS)]
+def markdown_table(methods: Sequence[Method], paired: Sequence[dict], report: dict) -> str:
+    """Table 3 layout (one row per method, each metric as ``mean ± sd [CI]``), then the primary and exploratory
+    paired differences with their verdicts, the minimum detectable differences and what was left out."""
+    level = f"{report['level']:.0%}"
+    lines = [
+        "| Method | runs (seeds) | " + " | ".join(f"{n} [{level} CI]" for n in METRICS.values()) + " |",
+        "|---|---|" + "---:|" * len(METRICS),
+    ]
     for method in methods:
         seeds = ", ".join("?" if s is None else str(s) for s in method.seeds)
         cells = [_cell(method.stats[key]) for key in METRICS]
         lines.append(f"| {method.label} | {len(method.runs)} ({seeds}) | " + " | ".join(cells) + " |")
-    if paired:
-        lines += ["", "Paired differences a - b (95% CI, bootstrap over patients and seeds):", "",
-                  "| a | b | metric | diff [95% CI] | seeds | verdict |", "|---|---|---|---:|---|---|"]  # fmt: skip
-        for p in paired:
-            diff = "n/a" if p["diff"] is None else f"{p['diff']:+.4f}"
-            if p["ci_low"] is not None:
-                diff += f" [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}]"
-            seeds = ", ".join(map(str, p["seeds"]))
-            lines.append(f"| {p['a']} | {p['b']} | {METRICS[p['metric']]} | {diff} | {seeds} | {p['verdict']} |")
+    for family, key, title in (
+        (PRIMARY, "p_holm", f"Primary comparisons ({report['comparisons']}): p corrected with Holm"),
+        (EXPLORATORY, "q", "Exploratory comparisons: Benjamini-Hochberg q-values"),
+    ):
+        rows = [p for p in paired if p["family"] == family]
+        if rows:
+            lines += [
+                "",
+                f"{title}; a - b over the shared seeds, {level} CI over seeds and patients, "
+                "equivalent = within ±margin (TOST):",
+                "",
+                f"| a | b | metric | a - b [{level} CI] | p | {key} | margin | verdict | MDD |",
+                "|---|---|---|---:|---:|---:|---:|---|---:|",
+            ]
+            lines += [_paired_row(p, key) for p in rows]
+    mdd = report["mdd"]
+    lines += [
+        "",
+        "Minimum detectable difference at 80% power (median over pairs; primary at Holm's first step): "
+        + "; ".join(
+            f"{METRICS[m]} {_num(v['primary'])} primary, {_num(v['exploratory'])} exploratory" for m, v in mdd.items()
+        ),
+    ]
+    if report["mismatches"]:
+        lines += ["", "Differences between the runs (compared with --allow_mismatch, or code versions):"]
+        lines += [f"- {line}" for line in report["mismatches"]]
+    missing = [p["name"] for p in report["primary"] if not p["compared"]]
+    if missing:
+        lines += ["", "Primary comparisons whose two methods are not both in these runs: " + "; ".join(missing)]
+    if report["not_paired"]:
+        lines += ["", "Not paired:"] + [f"- {x['a']} vs {x['b']}: {x['reason']}" for x in report["not_paired"]]
+    if report["left_out"]:
+        lines += ["", "Runs left out:"] + [f"- {x['run']}: {x['reason']}" for x in report["left_out"]]
     return "\n".join(lines)
 
 
-def _cell(stat: dict[str, float | None]) -> str:
+def _paired_row(p: dict, key: str) -> str:
+    diff = "n/a" if p["diff"] is None else f"{p['diff']:+.4f}"
+    if p["ci_low"] is not None:
+        diff += f" [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}]"
+    verdict_text = {"a better": f"{p['a']} better", "b better": f"{p['b']} better"}.get(p["verdict"], p["verdict"])
+    if "note" in p:
+        verdict_text = f"no verdict ({len(p['seeds'])} seed{'s' if len(p['seeds']) > 1 else ''})"
+    return (
+        f"| {p['a']} | {p['b']} | {METRICS[p['metric']]} | {diff} | {_p(p['p'])} | {_p(p[key])} | "
+        f"±{p['margin']:g} | {verdict_text} | {_num(p['mdd'])} |"
+    )
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" if value >= 1e-4 else "<0.0001"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _cell(stat: dict) -> str:
     if stat["mean"] is None:
         return "n/a"
     text = f"{stat['mean']:.4f}" + (f" ± {stat['sd']:.4f}" if stat["sd"] is not None else "")
@@ -427,88 +656,9 @@ def _cell(stat: dict[str, float | None]) -> str:
 
 
 def alpha_sweeps(methods: Sequence[Method]) -> list[list[Method]]:
-    """Methods with the same loss and input that differ only in alpha (at least two alpha values)."""
+    """Methods with the same loss and input that differ only in alpha."""
     groups: dict[tuple, list[Method]] = {}
     for method in methods:
         if method.first.alpha is not None:
             groups.setdefault((method.first.loss, method.first.attention), []).append(method)
-    return [sorted(g, key=lambda m: m.first.alpha) for g in groups.values() if len(g) >= 2]
-
-
-def write_outputs(methods: list[Method], paired: list[dict], out: Path) -> list[Path]:
-    """Write ``compare.json``, ``table.md``, ``table.png`` and (for a sweep) ``alpha.png``; return their paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    sources = "\n".join(f"- {m.label}: " + ", ".join(f"`{r.path}`" for r in m.runs) for m in methods)
-    table = out / "table.md"
-    with atomic_path(table) as tmp:
-        tmp.write_text(markdown_table(methods, paired) + "\n\nRuns:\n" + sources + "\n")
-    paths = [write_json(out / "compare.json", compare_json(methods, paired)), table]
-    paths.append(_bar_chart(methods, out / "table.png"))
-    sweeps = alpha_sweeps(methods)
-    if sweeps:
-        paths.append(_alpha_curve(sweeps, out / "alpha.png"))
-    return paths
-
-
-def _points(methods: Sequence[Method], key: str) -> tuple[list[float], list[float], list[float]]:
-    """Means and CI bounds (the mean where a bound is missing) of one metric; nan where undefined."""
-    stats = [m.stats[key] for m in methods]
-    mean = [s["mean"] if s["mean"] is not None else math.nan for s in stats]
-    low = [s["ci_low"] if s["ci_low"] is not None else v for s, v in zip(stats, mean, strict=True)]
-    high = [s["ci_high"] if s["ci_high"] is not None else v for s, v in zip(stats, mean, strict=True)]
-    return mean, low, high
-
-
-def _bar_chart(methods: list[Method], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
-    width = 0.8 / len(methods)
-    positions = np.arange(len(METRICS))
-    for k, method in enumerate(methods):
-        values = [_points([method], key) for key in METRICS]
-        mean = np.asarray([v[0][0] for v in values])
-        errors = [mean - [v[1][0] for v in values], [v[2][0] for v in values] - mean]
-        ax.bar(positions + (k - (len(methods) - 1) / 2) * width, mean, width, yerr=errors, capsize=3,
-               label=f"{method.label} (n={len(method.runs)})")  # fmt: skip
-    ax.set_xticks(positions, list(METRICS.values()))
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_ylabel("mean over seeds (95% CI)")
-    ax.set_title("Table 3: method comparison")
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def _alpha_curve(sweeps: list[list[Method]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
-    for sweep in sweeps:
-        alphas = [m.first.alpha for m in sweep]
-        prefix = f"{sweep[0].first.method}: " if len(sweeps) > 1 else ""
-        for key, name in METRICS.items():
-            mean, low, high = _points(sweep, key)
-            (line,) = ax.plot(alphas, mean, marker="o", label=prefix + name)
-            ax.fill_between(alphas, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_xlabel("alpha (loss weighting)")
-    ax.set_ylabel("mean over seeds (95% CI band)")
-    ax.set_title("Fig. 3: metrics against alpha")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
-    plt.close(fig)
-    return path
+    return [sorted(g, key=lambda m: m.first.alpha) for g in groups.values()]
