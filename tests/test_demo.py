@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from factories import make_tiny_dataset
 from jsonargparse import Namespace
@@ -32,6 +33,7 @@ SIZE_KEYS = {
     "model.backbone",
     "model.pretrained",
     "model.optimizer",
+    "model.lr_scheduler",
     "data.manifest",
     "data.window",
     "data.stride",
@@ -53,7 +55,8 @@ def printed_config(capsys, *configs: Path) -> dict:
     args = ["fit"]
     for config in configs:
         args += ["--config", str(config)]
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as exit_info:
+        patch.setattr("torch.cuda.is_available", lambda: True)  # the configs as written (no CPU fallback)
         main([*args, "--print_config"])
     assert exit_info.value.code in (0, None)
     return yaml.safe_load(capsys.readouterr().out)
@@ -74,7 +77,8 @@ def test_demo_config_is_cpu_only_small_and_offline(capsys):
     trainer, model, data = cfg["trainer"], cfg["model"], cfg["data"]
     assert (trainer["accelerator"], trainer["devices"], trainer["strategy"]) == ("cpu", 1, "auto")
     assert trainer["precision"] == "32-true"
-    assert trainer["logger"]["class_path"] == "lightning.pytorch.loggers.CSVLogger"  # nothing to sync, no network
+    # W&B (offline unless the user is logged in: nothing needs the network) and metrics.csv in the run folder
+    assert [logger["class_path"].rsplit(".", 1)[-1] for logger in trainer["logger"]] == ["WandbLogger", "CSVLogger"]
     assert model["pretrained"] is False  # no ImageNet download
     assert trainer["devices"] * trainer["num_nodes"] * data["batch_size"] == 32  # the paper's global batch
     assert data["manifest"] == "data/demo/manifest.csv" and data["window"] <= 160
@@ -95,9 +99,13 @@ def test_overlay_changes_every_paper_config_only_in_the_keys_it_states(capsys):
         changed = {key for key in paper.keys() | demo.keys() if paper.get(key) != demo.get(key)}
         assert changed <= set(stated), (config.name, changed - set(stated))
         for key, value in stated.items():
-            if isinstance(value, dict):  # a class: the stated class with the stated arguments
+            if isinstance(value, list):  # a list of classes (the loggers): the stated classes and arguments
+                assert [v["class_path"] for v in value] == [d["class_path"] for d in demo[key]], (config.name, key)
+                for mine, printed in zip(value, demo[key], strict=True):
+                    assert mine["init_args"].items() <= printed["init_args"].items(), (config.name, key)
+            elif isinstance(value, dict):  # a class: the stated class with the stated arguments
                 assert demo[key]["class_path"] == value["class_path"], (config.name, key)
-                assert value["init_args"].items() <= demo[key]["init_args"].items(), (config.name, key)
+                assert value.get("init_args", {}).items() <= demo[key]["init_args"].items(), (config.name, key)
             else:
                 assert demo[key] == value, (config.name, key)
         assert {k: demo[k] for k in ROW_KEYS} == {k: paper[k] for k in ROW_KEYS}, config.name
@@ -143,3 +151,18 @@ def test_reproduce_pipeline_runs_table_and_sweep_and_resumes(tmp_path, monkeypat
                                 **kwargs)  # fmt: skip
     assert calls == ["compare", "compare"]  # finished runs are kept, not trained again
     assert set(again["run_seconds"].values()) == {0}
+
+
+def test_a_cpu_overlay_run_ends_with_the_learning_rate_annealed(tmp_path):
+    # the last-epoch model is what test reports: the schedule must have brought the rate down by then
+    manifest = make_tiny_dataset(tmp_path / "data", patients=8, size=96)
+    args = ["fit", "--config", "proposed", "--config", "demo", "--data.manifest", str(manifest), "--runs_root",
+            str(tmp_path / "runs"), "--data.window", "64", "--data.stride", "32", "--data.batch_size", "4",
+            "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--trainer.logger", "false",
+            "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    assert main(args) == 0
+    (last,) = (tmp_path / "runs" / "proposed").glob("*/checkpoints/last.ckpt")
+    saved = torch.load(last, weights_only=True, map_location="cpu")
+    start = saved["lr_schedulers"][0]["base_lrs"][0]
+    assert start == 0.001 and saved["global_step"] == 6
+    assert saved["lr_schedulers"][0]["_last_lr"][0] <= 0.01 * start
