@@ -72,8 +72,9 @@ class RunResult:
         return self.folder / "predictions.csv"
 
     def settings(self) -> dict[str, object]:
-        """The identity as flat ``section.key`` settings, the seed left out (``{}`` without an identity)."""
-        return _flatten({k: v for k, v in (self.identity or {}).items() if k != "seed"})
+        """The identity as flat ``section.key`` settings, the seed and the method (what a comparison varies) left
+        out (``{}`` without an identity)."""
+        return _flatten({k: v for k, v in (self.identity or {}).items() if k not in ("seed", "method")})
 
 
 @dataclass
