@@ -2,7 +2,9 @@
 ``orthanc-dicomweb``; CI installs them in ``.ci/run``).
 
 ``running_orthanc(folder)`` starts ``Orthanc config.json`` on a free loopback port with its storage in ``folder``
-and yields the DICOMweb root URL; it stops the server afterwards. Where Orthanc or the plugin is not installed the
+and yields the DICOMweb root URL; it stops the server afterwards. ``users={"name": "password"}`` turns HTTP basic
+authentication on (``RegisteredUsers``), ``certificate=PEM`` (certificate and key in one file) serves HTTPS
+(``SslEnabled``). Where Orthanc or the plugin is not installed the
 test is skipped with the reason. ``start_orthanc`` is the same without pytest (raises :class:`OrthancMissing`;
 ``bench/bench_clinical.py`` uses it).
 """
@@ -12,8 +14,10 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,10 +40,10 @@ class OrthancMissing(RuntimeError):
 
 
 @contextmanager
-def running_orthanc(folder: Path, lua: str | None = None) -> Iterator[str]:
+def running_orthanc(folder: Path, lua: str | None = None, users=None, certificate=None) -> Iterator[str]:
     """Orthanc serving DICOMweb at the yielded URL, or the test skipped with the reason."""
     try:
-        with start_orthanc(folder, lua) as url:
+        with start_orthanc(folder, lua, users, certificate) as url:
             yield url
     except OrthancMissing as missing:
         pytest.skip(str(missing))
@@ -52,8 +56,11 @@ class OrthancFailed(RuntimeError):
 
 
 @contextmanager
-def start_orthanc(folder: Path, lua: str | None = None) -> Iterator[str]:
-    """Orthanc serving DICOMweb at the yielded URL; ``lua``: a Lua script (e.g. a ``ReceivedInstanceFilter``)."""
+def start_orthanc(
+    folder: Path, lua: str | None = None, users: dict[str, str] | None = None, certificate: Path | None = None
+) -> Iterator[str]:
+    """Orthanc serving DICOMweb at the yielded URL; ``lua``: a Lua script (e.g. a ``ReceivedInstanceFilter``);
+    ``users``: basic authentication with these accounts; ``certificate``: HTTPS with this PEM (key + certificate)."""
     binary = shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin")
     if binary is None or not PLUGIN.is_file():
         raise OrthancMissing(
@@ -67,7 +74,10 @@ def start_orthanc(folder: Path, lua: str | None = None) -> Iterator[str]:
         "StorageDirectory": str(folder / "storage"),
         "IndexDirectory": str(folder / "storage"),
         "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
+        "AuthenticationEnabled": bool(users),
+        "RegisteredUsers": dict(users or {}),
+        "SslEnabled": certificate is not None,
+        **({"SslCertificate": str(certificate)} if certificate is not None else {}),
         "DicomServerEnabled": False,
         "Plugins": [str(PLUGIN)],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
@@ -78,9 +88,10 @@ def start_orthanc(folder: Path, lua: str | None = None) -> Iterator[str]:
     (folder / "config.json").write_text(json.dumps(config))
     log = (folder / "orthanc.log").open("w")
     process = subprocess.Popen([binary, "config.json"], cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+    scheme = "https" if certificate is not None else "http"
     try:
-        _wait_until_up(f"http://127.0.0.1:{port}/system", process, folder / "orthanc.log")
-        yield f"http://127.0.0.1:{port}/dicom-web"
+        _wait_until_up(f"{scheme}://127.0.0.1:{port}/system", process, folder / "orthanc.log")
+        yield f"{scheme}://127.0.0.1:{port}/dicom-web"
     finally:
         process.terminate()
         try:
@@ -97,8 +108,10 @@ def _wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
         if process.poll() is not None:
             raise OrthancFailed(f"Orthanc exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(url, timeout=2):
+            with urllib.request.urlopen(url, timeout=2, context=ssl._create_unverified_context()):
                 return
+        except urllib.error.HTTPError:
+            return  # it answers (401 without credentials): up
         except OSError:
             time.sleep(0.2)
     raise OrthancFailed(f"Orthanc did not answer on {url} within {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")

@@ -22,7 +22,7 @@ import pickle
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import yaml
@@ -35,6 +35,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from birads_calc.cli.predict_options import add_predict_options
 from birads_calc.data.datamodule import BiradsDataModule
 from birads_calc.data.roi import GridError, check_grid
 from birads_calc.data.splits import SPLITS_FILE, SplitError
@@ -67,6 +68,7 @@ from birads_calc.training.checkpoints import (
     epochs_trained,
     read_checkpoint,
     result_settings,
+    training_spacing,
 )
 from birads_calc.training.guards import NonFiniteLossError, last_checkpoint
 from birads_calc.training.model import BiradsClassifier, PretrainedWeightsError
@@ -121,14 +123,7 @@ class BiradsCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
-        parser.add_argument("--runs_root", type=Path, default=Path("runs"), help="Folder holding runs/<config>/.")
-        parser.add_argument(
-            "--evaluate_checkpoint",
-            type=Literal["last", "best"],
-            default="last",
-            help="validate/test/predict without --ckpt_path: the run's model after its last epoch (paper §3.2) or "
-            "its best validation QWK checkpoint.",
-        )
+        add_predict_options(parser, checkpoint=False)  # shared with predict --dicomweb/--dicom_dir (one meaning)
         parser.add_argument(
             "--run_dir", type=Path | None, default=None, help="Exact run folder (default: the next free version)."
         )
@@ -137,19 +132,6 @@ class BiradsCLI(LightningCLI):
             type=PositiveInt,
             default=1000,
             help="Patient-level bootstrap resamples for the CIs.",
-        )
-        parser.add_argument("--overlays", type=bool, default=True, help="predict: one overlay PNG per image.")
-        parser.add_argument(
-            "--overlay_size",
-            type=PositiveInt,
-            default=1024,
-            help="predict: longest side of an overlay's mammogram (px).",
-        )
-        parser.add_argument(
-            "--predict_dir",
-            type=Path | None,
-            default=None,
-            help="predict: output folder (default: <run folder>/predict/<manifest stem>-<hash of its path>).",
         )
 
     # --- hooks ----------------------------------------------------------------------------------------------------
@@ -250,6 +232,7 @@ class BiradsCLI(LightningCLI):
         else:
             run_dir = self._evaluation_run_dir(cfg, name)
             self._check_checkpoint(cfg, run_dir)
+            self._use_training_scale(cfg)
             cfg.model.pretrained = False  # the weights come from the checkpoint; no ImageNet download needed
         self.run_dir = run_dir
         pin_splits(cfg, run_dir, subcommand)
@@ -257,6 +240,19 @@ class BiradsCLI(LightningCLI):
         cfg.checkpoint.dirpath = str(run_dir / CHECKPOINTS)
         configure_loggers(cfg, name, run_dir, subcommand)
         self.save_config_kwargs["config_filename"] = "config.yaml" if subcommand == "fit" else f"{subcommand}.yaml"
+
+    def _use_training_scale(self, cfg: Namespace) -> None:
+        """A model trained at a fixed spacing rates every image resampled to it, whatever the config says."""
+        fixed = (training_spacing(self.checkpoint or {}) or {}).get("pixel_spacing_mm")
+        if fixed and cfg.data.get("pixel_spacing_mm") != fixed:
+            say(f"{self.subcommand}: the model was trained on images resampled to {fixed} mm per pixel: "
+                f"data.pixel_spacing_mm {cfg.data.get('pixel_spacing_mm')} -> {fixed}")  # fmt: skip
+            cfg.data.pixel_spacing_mm = fixed
+
+    def before_predict(self) -> None:
+        """Hand the data module the scale rule: the checkpoint's training spacing and ``--pixel_spacing``."""
+        self.datamodule.scale_reference = training_spacing(self.checkpoint or {}) or {}
+        self.datamodule.use_fallback_spacing(self.config[self.subcommand].get("pixel_spacing"))
 
     def _resolve_checkpoint_keyword(self, subcommand: str) -> None:
         """``--ckpt_path last|best``: the config's newest such file (Lightning would look in a new run folder)."""
