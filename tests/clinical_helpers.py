@@ -63,7 +63,8 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def sr_findings(sr: pydicom.Dataset) -> dict[str, dict]:
-    """Per region (tracking identifier): category, risk, certainty, its rectangle and centre on its image."""
+    """Per region (``lesion_id`` of predictions.csv, as the group's comment names it): its tracking identifier
+    (``label``), category, risk, certainty, its rectangle and centre on its image, the comment itself."""
     report = hd.sr.Comprehensive3DSR.from_dataset(sr)
     found = {}
     for group in report.content.get_planar_roi_measurement_groups():
@@ -72,13 +73,19 @@ def sr_findings(sr: pydicom.Dataset) -> dict[str, dict]:
         roi = group.roi
         numbers = [item for item in group[0].ContentSequence if item.ValueType == "NUM"]
         scoords = [child for item in numbers[:1] for child in item.get("ContentSequence", [])]
-        found[group.tracking_identifier] = {
+        (comment,) = [
+            x.TextValue for x in group[0].ContentSequence if x.ConceptNameCodeSequence[0].CodeValue == "121106"
+        ]
+        region = comment.split(": BI-RADS")[0].split("(")[-1].rstrip(") ")
+        found[region] = {
+            "label": group.tracking_identifier,
+            "comment": comment,
             "birads_pred": category_from_code(evaluation.value),
             "risk": float(values[RISK_SCORE].value),
             "certainty": float(values[CERTAINTY].value) if CERTAINTY in values else None,
-            "image": roi.ReferencedSOPSequence[0].ReferencedSOPInstanceUID,
+            "image": roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID,
             "box": np.asarray(roi.value, dtype=float).reshape(-1, 2),
-            "centre": next(np.asarray(x.GraphicData, float) for x in scoords if x.GraphicType == "POINT"),
+            "centre": next(np.asarray(x.GraphicData, float) for x in scoords if x.get("GraphicType") == "POINT"),
             "tracking_uid": group.tracking_uid,
             "sites": [site.value for site in group.finding_sites],
         }
@@ -123,11 +130,7 @@ def dciodvfy_problems(path: Path) -> list[str]:
         pytest.skip("dciodvfy (Debian package dicom3tools) is not installed")
     done = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60)
     lines = (done.stdout + done.stderr).splitlines()
-    return [
-        line
-        for line in lines
-        if line.startswith("Error") or ("nrecognized" in line and PRIVATE_CODE not in line)
-    ]
+    return [line for line in lines if line.startswith("Error") or ("nrecognized" in line and PRIVATE_CODE not in line)]
 
 
 def viewer_measurements(sr_path: Path, images) -> list[dict]:
@@ -139,7 +142,9 @@ def viewer_measurements(sr_path: Path, images) -> list[dict]:
     if not (VIEWER / "node_modules" / "@cornerstonejs" / "adapters").is_dir():
         pytest.skip("the viewer's SR reader is not installed: run 'make install' (npm ci in tests/viewer)")
     table = sr_path.with_suffix(".images.json")
-    table.write_text(json.dumps({str(x.SOPInstanceUID): {"rows": int(x.Rows), "columns": int(x.Columns)} for x in images}))
+    table.write_text(
+        json.dumps({str(x.SOPInstanceUID): {"rows": int(x.Rows), "columns": int(x.Columns)} for x in images})
+    )
     done = subprocess.run(
         [node, str(VIEWER / "read_sr.mjs"), str(sr_path), str(table)], capture_output=True, text=True, timeout=120
     )
