@@ -26,11 +26,10 @@ from typing import TypeVar
 import requests
 import retrying
 from dicomweb_client import DICOMwebClient
-from dicomweb_client.session_utils import create_session
 from pydicom.dataset import Dataset
 
 from birads_calc.clinical.errors import ClinicalError
-from birads_calc.clinical.studies import Study, select
+from birads_calc.clinical.studies import Study, complete_type2, select
 
 STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
 USER_ENV, PASSWORD_ENV, TOKEN_ENV = (
@@ -59,14 +58,28 @@ class Access:
     client_key: Path | None = None
 
 
+class PacsSession(requests.Session):
+    """A session whose ``--ca_bundle`` wins: requests otherwise lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the
+    environment replace the session's own CA file on every request."""
+
+    ca_bundle: str | None = None
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if self.ca_bundle is not None:
+            settings["verify"] = self.ca_bundle
+        return settings
+
+
 def open_session(access: Access) -> requests.Session:
     """A requests session with the credentials and TLS settings of ``access`` (see the module docstring)."""
-    session = create_session()
+    session = PacsSession()
     for name in ("ca_bundle", "client_cert", "client_key", "credentials"):
         path = getattr(access, name)
         if path is not None and not Path(path).is_file():
             raise ClinicalError(f"--{name} {path}: no such file")
     session.verify = str(access.ca_bundle) if access.ca_bundle else system_ca_bundle()
+    session.ca_bundle = str(access.ca_bundle) if access.ca_bundle else None
     if access.client_cert:
         session.cert = (
             (str(access.client_cert), str(access.client_key)) if access.client_key else str(access.client_cert)
@@ -141,7 +154,7 @@ class Pacs:
             )
             headers += [Dataset.from_json(x, bulk_data_uri_handler=lambda *_: b"") for x in metadata]
         study = select(key, uid, headers, f"the PACS {self.url}", views)
-        study.images = [self._instance(uid, x) for x in study.images]
+        study.images = [complete_type2(self._instance(uid, x)) for x in study.images]
         study.segs = [self._instance(uid, x) for x in study.segs]
         return study
 
