@@ -74,7 +74,8 @@ def test_dicom_dir_writes_a_seg_per_image_and_a_viewer_ready_sr(trained, study, 
     runs, best = trained
     folder, manifest = study
     out = tmp_path / "out"
-    assert predict(runs, "--dicom_dir", str(folder), "--predict_dir", str(out), "--evaluate_checkpoint", "best") == 0
+    args = ["--dicom_dir", str(folder), "--predict_dir", str(out), "--evaluate_checkpoint", "best", "--cad_sr"]
+    assert predict(runs, *args) == 0
     err = capfd.readouterr().err
     assert f"newest best checkpoint of config 'proposed': {best}" in err and "Traceback" not in err
 
@@ -83,7 +84,7 @@ def test_dicom_dir_writes_a_seg_per_image_and_a_viewer_ready_sr(trained, study, 
     assert len(rows) == len(lesions)  # every reader segment rated once
     assert {r["patient_id"] for r in rows} == {"study-1"} and all(r["birads_pred"] in BIRADS_CODES for r in rows)
     assert read_csv(out / "studies.csv") == [
-        {"study": "study-1", "status": "written", "reason": f"5 DICOM object(s) in {out / 'dicom' / 'study-1'}",
+        {"study": "study-1", "status": "written", "reason": f"6 DICOM object(s) in {out / 'dicom' / 'study-1'}",
          "objects_stored": "0", "exit_code": "0"}
     ]  # fmt: skip
 
@@ -133,9 +134,41 @@ def test_dicom_dir_writes_a_seg_per_image_and_a_viewer_ready_sr(trained, study, 
     assert str(runs) not in sr_path.read_bytes().decode("latin-1")  # no path of this machine
     assert any(e.keyword == "ConceptNameCodeSequence" and e.value[0].CodeMeaning == "Image Library"
                for e in sr.iterall())  # fmt: skip
-    for path in [sr_path, *seg_paths]:
+    for path in [sr_path, *seg_paths, results / "cad-sr.dcm"]:
         assert dciodvfy_problems(path) == [], path
     check_viewer_reads(sr_path, images.values(), rows)
+    check_cad_sr(pydicom.dcmread(results / "cad-sr.dcm"), findings, rows)
+
+
+def check_cad_sr(cad: pydicom.Dataset, findings: dict, rows) -> None:
+    """The Mammography CAD SR: per region a calcification cluster with the SR's rectangle and centre on its image,
+    "Presentation Optional", and the region's category as its assessment."""
+    assert (
+        cad.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.50"
+        and cad.ContentTemplateSequence[0].TemplateIdentifier == "4000"
+    )
+    (summary,) = [x for x in cad.ContentSequence if x.ConceptNameCodeSequence[0].CodeValue == "111017"]
+    marks = []
+    for individual in summary.ContentSequence:
+        items = {x.ConceptNameCodeSequence[0].CodeValue: x for x in individual.ContentSequence}
+        assert items["111056"].ConceptCodeSequence[0].CodeValue == "111151"  # Presentation Optional
+        finding = items["111059"]
+        assert finding.ConceptCodeSequence[0].CodeValue == CLUSTER.value
+        shapes = {
+            x.ConceptNameCodeSequence[0].CodeMeaning: x for x in finding.ContentSequence if x.ValueType == "SCOORD"
+        }
+        image = shapes["Outline"].ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        category = next(
+            k for k, v in BIRADS_CODES.items() if v.value == items["111005"].ConceptCodeSequence[0].CodeValue
+        )
+        marks.append(
+            (image, tuple(np.round(shapes["Outline"].GraphicData, 3)), tuple(shapes["Center"].GraphicData), category)
+        )
+    expected = [
+        (f["image"], tuple(np.round(f["box"].ravel(), 3)), tuple(np.float32(f["centre"])), f["birads_pred"])
+        for f in (findings[r["lesion_id"]] for r in rows)
+    ]
+    assert sorted(marks) == sorted(expected)
 
 
 def test_no_identifying_field_outside_the_dicom_results(trained, study, tmp_path, capfd):

@@ -231,12 +231,12 @@ def deliver(cfg, pacs, folder: Path, item: Rated, rows, rater: Rater, info: Mode
 
     key = item.study.key
     mine = sorted((row for row in rows if row["patient_id"] == key), key=lambda r: int(r["row"]))
-    breasts = breast_rows(mine, rater.settings.num_classes)
-    results = study_results(item.study, rated_regions(item.regions, mine), breasts, info)
+    rated = rated_regions(item.regions, mine)
+    results = study_results(item.study, rated, breast_rows(mine, rater.settings.num_classes), info)
     if cfg.cad_sr:
         from birads_calc.clinical.cad_sr import cad_report
 
-        results.cad_sr = cad_report(item.study, results, info)
+        results.cad_sr = cad_report(item.study, results, info, rated)
     replace_folder(folder / key, results.files())
     say(f"{key}: wrote {len(results.segs)} SEG(s) and the SR{' and CAD SR' if cfg.cad_sr else ''} into {folder / key}")
     outcome.status, outcome.reason = "written", f"{len(results.files())} DICOM object(s) in {folder / key}"
