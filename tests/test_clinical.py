@@ -25,7 +25,7 @@ from clinical_helpers import (
     viewer_measurements,
 )
 from privacy import find_leaks, identifying_values
-from training_helpers import single_torch_thread  # noqa: F401 (autouse)
+from training_helpers import TINY_OVERRIDES, single_torch_thread  # noqa: F401 (autouse)
 
 from birads_calc.cli import main
 from birads_calc.clinical.codes import BIRADS_CODES, CLUSTER, DETECTOR_FAMILY
@@ -374,3 +374,52 @@ def test_images_off_the_training_scale_are_named_and_without_scale_refused(train
     args = ["--dicom_dir", str(bare), "--predict_dir", str(tmp_path / "given"), "--pixel_spacing", "0.1"]
     assert predict(runs, *args) == 0
     assert "differ by more" not in capfd.readouterr().err  # 0.1 mm given: the training scale
+
+
+def test_the_manifest_path_follows_the_same_scale_rule(trained, study, tmp_path, capfd):
+    from birads_calc.data.cache import ScaleWarning
+
+    runs, best = trained
+    folder, manifest = study
+    base = ["predict", "--config", str(CONFIG), *TINY_OVERRIDES, "--trainer.logger", "false", "--ckpt_path", str(best),
+            "--runs_root", str(runs), "--overlays", "false"]  # fmt: skip
+    with pytest.warns(ScaleWarning, match=r"4 image\(s\) differ by more than 10 % from the 0.1 mm") as caught:
+        main([*base, "--data.manifest", str(manifest), "--predict_dir", str(tmp_path / "warned")])
+    (warning,) = [w for w in caught if issubclass(w.category, ScaleWarning)]
+    assert "(0.4 mm)" in str(warning.message) and (tmp_path / "warned" / "predictions.csv").is_file()
+    # the same images without any spacing: refused, naming the rows and the option; rated with --pixel_spacing
+    bare = tmp_path / "bare"
+    shutil.copytree(manifest.parent, bare, ignore=shutil.ignore_patterns(".birads_cache"))
+    for path in (bare / "images").rglob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        del ds.ImagerPixelSpacing, ds.PixelSpacing
+        ds.save_as(path)
+    capfd.readouterr()
+    assert main([*base, "--data.manifest", str(bare / "manifest.csv"), "--predict_dir", str(tmp_path / "no")]) == 2
+    err = capfd.readouterr().err
+    assert "records no pixel spacing: give it with --pixel_spacing MM" in err and "row" in err
+    args = [
+        "--data.manifest",
+        str(bare / "manifest.csv"),
+        "--predict_dir",
+        str(tmp_path / "given"),
+        "--pixel_spacing",
+        "0.1",
+    ]
+    assert main([*base, *args]) == 0
+    assert read_csv(tmp_path / "given" / "predictions.csv")
+
+
+def test_the_rater_is_the_trained_models_inference(trained):
+    from birads_calc.inference.study import load_rater
+    from birads_calc.training.model import BiradsClassifier
+
+    _, best = trained
+    rater = load_rater(best)
+    model = BiradsClassifier.load_from_checkpoint(best, map_location="cpu", weights_only=True, pretrained=False).eval()
+    image = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ours, theirs = rater(image), model(image)
+        assert torch.equal(ours, theirs)
+        assert all(torch.equal(a, b) for a, b in zip(rater.risk_and_class(ours), model.risk_and_class(theirs)))
+    assert (rater.settings.window, rater.settings.stride, rater.attention) == (64, 32, True)  # TINY_OVERRIDES

@@ -53,13 +53,17 @@ class Rater(torch.nn.Module):
         self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, -1, 1, 1), False)
         self.register_buffer("std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, -1, 1, 1), False)
         self.settings, self.attention, self.spacing = settings, attention, spacing
+        self.channels_last = False
 
     @property
     def device(self) -> torch.device:
         return self.mean.device
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        out = self.backbone((image - self.mean) / self.std)
+        x = (image - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.backbone(x)
         return out if self.loss == "ce" else out.squeeze(1)
 
     def risk_and_class(self, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,6 +100,9 @@ def load_rater(checkpoint) -> Rater:
     spacing = (saved.get("birads_calc") or {}).get("spacing")
     rater = Rater(backbone, str(hp.get("loss", "mamse")), int(hp["num_classes"]), settings,
                   bool(data.get("attention", True)), spacing)  # fmt: skip
+    if hp.get("channels_last"):  # as the model ran in training (and as BiradsClassifier runs): same numbers
+        rater.channels_last = True
+        rater.backbone = rater.backbone.to(memory_format=torch.channels_last)
     return rater.to(device).eval()
 
 
