@@ -404,8 +404,8 @@ def load_image(path: Path, group: Sequence[Lesion], settings: CacheSettings, wit
     if settings.pixel_spacing_mm is not None:
         if spacing is None:
             raise ImageReadError(
-                f"{path}: the model rates images at {settings.pixel_spacing_mm} mm per pixel but the file records no "
-                "pixel spacing; give it with --pixel_spacing MM"
+                f"{path}: pixel_spacing_mm is set but the file records no pixel spacing (predict: give it with "
+                "--pixel_spacing MM)"
             )
         pixels, masks = _resample(pixels, masks, spacing, settings.pixel_spacing_mm)
     return (to_pixels(pixels), masks, spacing) if with_spacing else (to_pixels(pixels), masks)
