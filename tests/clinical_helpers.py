@@ -93,12 +93,16 @@ def sr_findings(sr: pydicom.Dataset) -> dict[str, dict]:
 
 
 def breast_findings(sr: pydicom.Dataset) -> dict[str, str]:
-    """Per breast group (tracking identifier): its highest category."""
-    report = hd.sr.Comprehensive3DSR.from_dataset(sr)
-    return {
-        group.tracking_identifier: category_from_code(group.get_qualitative_evaluations()[0].value)
-        for group in report.content.get_image_measurement_groups()
-    }
+    """Per breast (finding site meaning, e.g. "Left breast"): its highest category, from the report's
+    "Qualitative Evaluations" container."""
+    (container,) = [
+        x for x in sr.ContentSequence if x.ConceptNameCodeSequence[0].CodeMeaning == "Qualitative Evaluations"
+    ]
+    found = {}
+    for item in container.ContentSequence:
+        site = item.ContentSequence[0].ConceptCodeSequence[0].CodeMeaning
+        found[site] = category_from_code(hd.sr.CodedConcept.from_dataset(item.ConceptCodeSequence[0]))
+    return found
 
 
 def seg_segments(segs) -> dict[str, dict]:

@@ -126,7 +126,7 @@ def test_dicom_dir_writes_a_seg_per_image_and_a_viewer_ready_sr(trained, study, 
         assert left < c.min() and right > c.max() + 1 and top < r.min() and bottom > r.max() + 1
         assert np.allclose(finding["centre"], [c.mean() + 0.5, r.mean() + 0.5], atol=1e-3)
     breasts = read_csv(out / "breasts.csv")
-    names = {"L": "left breast: highest category", "R": "right breast: highest category"}
+    names = {"L": "Left breast", "R": "Right breast"}
     assert breast_findings(sr) == {names[b["laterality"]]: b["birads_max"] for b in breasts}
 
     texts = [str(e.value) for e in sr.iterall() if e.keyword == "TextValue"]
@@ -380,7 +380,7 @@ def test_the_manifest_path_follows_the_same_scale_rule(trained, study, tmp_path,
     from birads_calc.data.cache import ScaleWarning
 
     runs, best = trained
-    folder, manifest = study
+    _, manifest = study
     base = ["predict", "--config", str(CONFIG), *TINY_OVERRIDES, "--trainer.logger", "false", "--ckpt_path", str(best),
             "--runs_root", str(runs), "--overlays", "false"]  # fmt: skip
     with pytest.warns(ScaleWarning, match=r"4 image\(s\) differ by more than 10 % from the 0.1 mm") as caught:
@@ -421,5 +421,7 @@ def test_the_rater_is_the_trained_models_inference(trained):
     with torch.inference_mode():
         ours, theirs = rater(image), model(image)
         assert torch.equal(ours, theirs)
-        assert all(torch.equal(a, b) for a, b in zip(rater.risk_and_class(ours), model.risk_and_class(theirs)))
+        assert all(
+            torch.equal(a, b) for a, b in zip(rater.risk_and_class(ours), model.risk_and_class(theirs), strict=True)
+        )
     assert (rater.settings.window, rater.settings.stride, rater.attention) == (64, 32, True)  # TINY_OVERRIDES

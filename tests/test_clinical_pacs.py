@@ -211,7 +211,7 @@ def test_round_trip_stores_confirmed_results_and_a_new_run_adds_a_successor(trai
     images = [ds for ds in datasets if ds.Modality == "MG"]
     sr, _ = check_results(pacs, uid, out, tmp_path, images)
     assert sr.PatientName == datasets[0].PatientName and "PredecessorDocumentsSequence" not in sr
-    names = {"L": "left breast: highest category", "R": "right breast: highest category"}
+    names = {"L": "Left breast", "R": "Right breast"}
     assert breast_findings(sr) == {names[b["laterality"]]: b["birads_max"] for b in read_csv(out / "breasts.csv")}
     assert find_leaks(needles, out, [logs.out, logs.err], exclude=["dicom/*/*.dcm"]) == []
 

@@ -12,7 +12,8 @@
   POLYLINE rectangle around it on the source image, the risk score (NUM, private code) inferred from that rectangle
   and from a SCOORD POINT at the region's centre, the detector's score as "Certainty of Finding" (percent; detected
   regions only), the BI-RADS category as "Assessment Category", and a "Comment" text ``region-1: BI-RADS 4A (risk
-  0.49)`` that viewers show as the mark's label. Per breast a TID 1501 group with its highest category.
+  0.49)`` that viewers show as the mark's label. Per breast its highest category, in the report's "Qualitative
+  Evaluations" container (:func:`breast_evaluations`).
 * **Why a rectangle**: OHIF's SR reader (``@cornerstonejs/adapters``) turns a POLYLINE into a measurement without
   viewer-specific tracking identifiers only when it has 4 or 5 points (a rectangle; a CAD workstation marks a
   calcification cluster the same way); the exact outline is the SEG segment.
@@ -207,7 +208,6 @@ def build_sr(study: Study, rated: Sequence[RatedRegion], breasts: Sequence[Mappi
     """The TID 1500 report of the study (see the module docstring)."""
     algorithm = model.algorithm()
     groups: list = [_region_group(item, algorithm) for item in rated]
-    groups += [_breast_group(breast, algorithm) for breast in breasts]
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=generate_uid(entropy_srcs=["birads-calc", model.run, model.sha256]),
         name="birads-calc",
@@ -224,6 +224,7 @@ def build_sr(study: Study, rated: Sequence[RatedRegion], breasts: Sequence[Mappi
         imaging_measurements=groups,
         referenced_images=library_images(study.images) or None,
     )
+    report[0].ContentSequence.append(breast_evaluations(breasts))
     return hd.sr.Comprehensive3DSR(
         evidence=study.images,
         content=report,
@@ -279,10 +280,8 @@ def _region_group(item: RatedRegion, algorithm) -> hd.sr.PlanarROIMeasurementsAn
     image = item.region.image
     source = hd.sr.SourceImageForRegion(str(image.SOPClassUID), str(image.SOPInstanceUID))
     box = outline(item.region.mask)
-    measurements = [
-        hd.sr.Measurement(
-            name=codes.RISK_SCORE, value=round(float(item.row["risk"]), 6), unit=codes.NO_UNITS, algorithm_id=algorithm
-        )
+    measurements = [  # the group's algorithm identification covers its measurements
+        hd.sr.Measurement(name=codes.RISK_SCORE, value=round(float(item.row["risk"]), 6), unit=codes.NO_UNITS)
     ]
     if item.region.score is not None:
         measurements.append(
@@ -298,13 +297,14 @@ def _region_group(item: RatedRegion, algorithm) -> hd.sr.PlanarROIMeasurementsAn
         qualitative_evaluations=[_assessment(item.category)],
     )
     # TID 300 lets a measurement name the coordinates it was inferred from; highdicom's planar ROI group does not
-    # take them, so they are added here: the rectangle and the centre, where a viewer's SR reader looks for them
+    # take them, so they are added here: the rectangle and the centre, first among the measurement's children,
+    # where viewers' SR readers (OHIF's, @cornerstonejs/adapters) look for them
     for content in group[0].ContentSequence:
         if content.ValueType == "NUM":
             content.ContentSequence = [
-                *content.get("ContentSequence", []),
                 hd.sr.CoordinatesForMeasurement("POLYLINE", box, source),
                 hd.sr.CoordinatesForMeasurement("POINT", centre(item.region.mask), source),
+                *content.get("ContentSequence", []),
             ]
     comment = hd.sr.TextContentItem(name=codes.COMMENT, value=label_text(item), relationship_type="CONTAINS")
     group[0].ContentSequence.append(comment)
@@ -319,13 +319,23 @@ def _assessment(category: str) -> hd.sr.QualitativeEvaluation:
     return hd.sr.QualitativeEvaluation(codes.ASSESSMENT_CATEGORY, codes.BIRADS_CODES[category])
 
 
-def _breast_group(breast: Mapping, algorithm) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    laterality = str(breast["laterality"])
-    name = {"L": "left breast", "R": "right breast"}.get(laterality, f"image {breast['image']}")
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"{name}: highest category"),
-        finding_type=codes.BREAST,
-        algorithm_id=algorithm,
-        finding_sites=_finding_sites(laterality),
-        qualitative_evaluations=[_assessment(str(breast["birads_max"]))],
-    )
+def breast_evaluations(breasts: Sequence[Mapping]) -> hd.sr.ContainerContentItem:
+    """TID 1500's "Qualitative Evaluations": per breast its highest category, the finding site as modifier.
+
+    Not measurement groups: a group without coordinates is a "non-geometric measurement" that OHIF lists but, in
+    3.13, stops on when it opens the SR in a viewport (it reads the first coordinate of every group).
+    """
+    items = []
+    for breast in breasts:
+        evaluation = hd.sr.CodeContentItem(
+            codes.ASSESSMENT_CATEGORY, codes.BIRADS_CODES[str(breast["birads_max"])], relationship_type="CONTAINS"
+        )
+        site = str(breast["laterality"])
+        if site in codes.BREASTS:
+            evaluation.ContentSequence = [
+                hd.sr.CodeContentItem(codes.FINDING_SITE, codes.BREASTS[site], relationship_type="HAS CONCEPT MOD")
+            ]
+        items.append(evaluation)
+    container = hd.sr.ContainerContentItem(codes.QUALITATIVE_EVALUATIONS, relationship_type="CONTAINS")
+    container.ContentSequence = items
+    return container
