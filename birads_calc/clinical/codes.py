@@ -38,6 +38,7 @@ PERCENT = codes.UCUM.Percent
 NO_UNITS = codes.UCUM.NoUnits
 FINDING_SITE = codes.SCT.FindingSite
 QUALITATIVE_EVALUATIONS = hd.sr.CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")  # TID 1500 row 12
+CENTER = codes.DCM.Center
 COMMENT = codes.DCM.Comment  # the label viewers show beside a mark (OHIF reads it)
 CALCIFICATION_FINDING = codes.SCT.CalcificationOfBreast  # the SR finding (a clinical finding)
 CLUSTER = codes.SCT.CalcificationCluster  # SEG segment type / CAD SR single image finding (CID 6014)

@@ -303,7 +303,7 @@ def _region_group(item: RatedRegion, algorithm) -> hd.sr.PlanarROIMeasurementsAn
         if content.ValueType == "NUM":
             content.ContentSequence = [
                 hd.sr.CoordinatesForMeasurement("POLYLINE", box, source),
-                hd.sr.CoordinatesForMeasurement("POINT", centre(item.region.mask), source),
+                hd.sr.CoordinatesForMeasurement("POINT", centre(item.region.mask), source, purpose=codes.CENTER),
                 *content.get("ContentSequence", []),
             ]
     comment = hd.sr.TextContentItem(name=codes.COMMENT, value=label_text(item), relationship_type="CONTAINS")
