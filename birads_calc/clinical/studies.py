@@ -32,8 +32,9 @@ from birads_calc.clinical.errors import ClinicalError
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 SR_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.88.34": "Comprehensive 3D SR",
+    COMPREHENSIVE_3D_SR: "Comprehensive 3D SR",
     "1.2.840.10008.5.1.4.1.1.88.50": "Mammography CAD SR",
 }
 SOP_CLASS_NAMES = {
@@ -137,8 +138,8 @@ def select(key: str, uid: str, instances: Iterable[Dataset], where: str, views: 
             study.series_numbers.add(int(ds.SeriesNumber))
         sop_class = str(ds.get("SOPClassUID", ""))
         if made_by_us(ds):
-            if sop_class in SR_CLASSES:
-                study.earlier.append(ds)
+            if sop_class == COMPREHENSIVE_3D_SR:
+                study.earlier.append(ds)  # the TID 1500 reports a new one succeeds (not a CAD SR)
             continue  # results of an earlier run: never input
         if sop_class == SEG_STORAGE or ds.get("Modality") == "SEG":
             if any(is_calcification(s) for s in ds.get("SegmentSequence", [])):
