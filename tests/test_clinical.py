@@ -425,3 +425,63 @@ def test_the_rater_is_the_trained_models_inference(trained):
             torch.equal(a, b) for a, b in zip(rater.risk_and_class(ours), model.risk_and_class(theirs), strict=True)
         )
     assert (rater.settings.window, rater.settings.stride, rater.attention) == (64, 32, True)  # TINY_OVERRIDES
+
+
+def test_magnification_views_and_imager_spacing_give_the_spacing_at_the_breast(study, tmp_path):
+    from birads_calc.clinical.results import segmentation
+    from birads_calc.clinical.studies import complete_type2
+    from birads_calc.data.dicom import dicom_spacing
+
+    folder, _ = study
+    image = complete_type2(pydicom.dcmread(next(folder.rglob("S*.dcm"))))
+    del image.PixelSpacing  # the usual mammography header: the detector's spacing only
+    image.ImagerPixelSpacing = [0.1, 0.1]
+    image.EstimatedRadiographicMagnificationFactor = 1.8  # a magnification view
+    assert dicom_spacing(image) == pytest.approx((0.1 / 1.8, 0.1 / 1.8))
+    mask = np.zeros((image.Rows, image.Columns), bool)
+    mask[100:110, 80:95] = True
+    seg = segmentation(image, [(mask, "region-1", "4A", pydicom.uid.generate_uid(), False)], "x", "y")
+    measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert [float(v) for v in measures.PixelSpacing] == pytest.approx([0.1 / 1.8, 0.1 / 1.8])
+    image.PixelSpacing = [0.07, 0.07]  # calibrated in the patient: wins
+    assert dicom_spacing(image) == (0.07, 0.07)
+
+
+def test_a_bearer_token_from_the_environment_is_sent_and_a_401_explained(trained, monkeypatch, capfd):
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from birads_calc.clinical.pacs import TOKEN_ENV
+
+    class TokenOnly(BaseHTTPRequestHandler):
+        def do_GET(self):  # http.server's name for the GET handler
+            if self.headers.get("Authorization") != "Bearer tok-Zq7":
+                self.send_error(401, "Unauthorized")
+                return
+            body = json.dumps([]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/dicom+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), TokenOnly)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+    runs, _ = trained
+    try:
+        capfd.readouterr()
+        assert predict(runs, "--dicomweb", url, "--query", "StudyDate=20200101") == 2
+        err = capfd.readouterr().err
+        assert f"the PACS {url} asks who you are (HTTP 401" in err and TOKEN_ENV in err
+        monkeypatch.setenv(TOKEN_ENV, "tok-Zq7")
+        assert predict(runs, "--dicomweb", url, "--query", "StudyDate=20200101") == 2
+        err = capfd.readouterr().err
+        assert "no study on the PACS" in err and "tok-Zq7" not in err  # in, and the token never printed
+    finally:
+        server.shutdown()
+        server.server_close()
