@@ -96,7 +96,7 @@ def study_folders(folder: Path) -> list[Path]:
 
 def configure_parser(parser: ArgumentParser) -> None:
     parser.add_argument("folder", type=Path, help="A predict folder, its dicom/ folder or one study-N folder.")
-    parser.add_argument("--dicomweb", type=str, help="DICOMweb root URL of the PACS.")
+    parser.add_argument("--dicomweb", type=str, required=True, help="DICOMweb root URL of the PACS.")
     add_access_options(parser)
 
 
