@@ -163,10 +163,10 @@ def rate_study(cfg, source, key, uid, rater: Rater, staging: Path, detector, fir
         study = source.retrieve(key, uid, cfg.views)
     else:
         study = load_folder_study(key, uid, source, Path(cfg.dicom_dir), cfg.views)
-    for note in study.notes:
-        say(f"{key}: {note}")
     check_scale(study, rater.spacing, cfg.pixel_spacing)
     regions = study_regions(study, detect=cfg.detect, detector=detector, pixel_spacing=cfg.pixel_spacing)
+    for note in study.notes:  # what was left out, and why (the SEGs' unused segments included)
+        say(f"{key}: {note}")
     if not regions:
         say(f"{key}: the detector found no calcification region; nothing to rate or store for it")
         return None
