@@ -16,6 +16,7 @@ import torch
 from clinical_helpers import (
     CONFIG,
     breast_findings,
+    check_every_sr,
     dciodvfy_problems,
     fit_tiny,
     read_csv,
@@ -184,6 +185,7 @@ def test_no_identifying_field_outside_the_dicom_results(trained, study, tmp_path
     assert len(list((tmp_path / "out" / "overlays").glob("*.png"))) > 0
     # and the DICOM results do carry them: they file into the patient's study
     assert find_leaks(needles, tmp_path / "out" / "dicom") != []
+    assert check_every_sr(tmp_path / "out") == 1
 
 
 def test_detect_flag_rates_the_detectors_regions_with_their_certainty(trained, study, tmp_path, capfd):
@@ -295,6 +297,7 @@ def test_in_a_batch_each_study_succeeds_or_fails_on_its_own(trained, study, tmp_
     assert {r["patient_id"] for r in rows} == {key["source"]}  # the good study is rated from its SEGs
     assert len(rows) == len(read_manifest(manifest, require_labels=False))
     assert [p.name for p in (out / "dicom").iterdir()] == [key["source"]]
+    assert check_every_sr(out) == 1
     status = {r["study"]: (r["status"], r["exit_code"]) for r in read_csv(out / "studies.csv")}
     assert status == {
         key["source"]: ("written", "0"),
@@ -339,6 +342,7 @@ def test_the_checkpoint_records_the_training_scale_and_predict_resamples_to_it(f
         outs[name] = tmp_path / f"out-{name}"
         assert predict(runs, "--dicom_dir", str(folder), "--predict_dir", str(outs[name])) == 0
     assert "warning" not in capfd.readouterr().err  # a fixed-scale model resamples: nothing to warn about
+    assert sum(check_every_sr(out) for out in outs.values()) == 2
     # the inputs: at 0.07 mm the image is shrunk to 0.07/0.2 of its size before the windows are cut
     image = next((root / "dicom").rglob("S*.dcm"))
     lesions = [x for x in read_manifest(root / "synth" / "manifest.csv") if x.image.name == image.name]
@@ -374,6 +378,7 @@ def test_images_off_the_training_scale_are_named_and_without_scale_refused(train
     args = ["--dicom_dir", str(bare), "--predict_dir", str(tmp_path / "given"), "--pixel_spacing", "0.1"]
     assert predict(runs, *args) == 0
     assert "differ by more" not in capfd.readouterr().err  # 0.1 mm given: the training scale
+    assert check_every_sr(tmp_path / "out") + check_every_sr(tmp_path / "given") == 2
 
 
 def test_the_manifest_path_follows_the_same_scale_rule(trained, study, tmp_path, capfd):

@@ -22,6 +22,7 @@ import pytest
 from clinical_helpers import (
     CONFIG,
     breast_findings,
+    check_every_sr,
     dciodvfy_problems,
     fit_tiny,
     read_csv,
@@ -280,6 +281,7 @@ def test_a_batch_stores_the_studies_that_work_and_names_the_one_that_does_not(tr
     assert f"study-2: not rated: study-2: study {bad} not found on the PACS" in err and "Traceback" not in err
     status = {r["study"]: (r["status"], r["objects_stored"], r["exit_code"]) for r in read_csv(out / "studies.csv")}
     assert status == {"study-1": ("stored", "5", "0"), "study-2": ("failed", "0", "2"), "study-3": ("stored", "5", "0")}
+    assert check_every_sr(out) == 2
 
 
 def test_pacs_failures_get_one_message_and_no_traceback(trained, studies, pacs, tmp_path, capfd):
@@ -425,5 +427,6 @@ def test_a_pacs_with_https_and_a_login(trained, studies, certificate, tmp_path, 
         args = ["--ca_bundle", str(ca), "--credentials", str(credentials), "--store", "false"]
         assert predict(runs, *base, *args, "--predict_dir", str(tmp_path / "file")) == 0
         texts = capfd.readouterr()
+    assert check_every_sr(out) + check_every_sr(tmp_path / "file") == 2
     for folder in (out, tmp_path / "file", runs):
         assert find_leaks({password}, folder, [logs.out, logs.err, texts.out, texts.err]) == []
