@@ -17,6 +17,9 @@ Figures (medians of 3 runs, same machine, same PACS, same run):
 * ``clinical.import_seconds``: a fresh ``python -c`` importing what the command imports (the clinical path, the
   reports, the backbone library), against ``import torch`` alone as baseline.
 
+``--baseline_tree DIR`` (a tree of an earlier commit, ``git archive COMMIT | tar -x -C DIR``) also times that
+commit's command on the same PACS, alternating with this one, as ``clinical.study_command_vs_tree``.
+
 Needs Orthanc (``apt-get install orthanc orthanc-dicomweb``); without it the figures are reported as missing.
 """
 
@@ -80,9 +83,11 @@ def four_image_study(folder: Path) -> list[pydicom.Dataset]:
     return images + manifest_segs(summary.manifest)
 
 
-def run(quick: bool = False) -> dict[str, dict]:
+def run(quick: bool = False, baseline_tree: Path | None = None) -> dict[str, dict]:
     repeat = 1 if quick else REPEAT
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    old_env = {**os.environ, "PYTHONPATH": str(baseline_tree)} if baseline_tree else None
+    old: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         try:
@@ -116,6 +121,8 @@ def run(quick: bool = False) -> dict[str, dict]:
                     cpu.append(
                         after.children_user + after.children_system - before.children_user - before.children_system
                     )
+                    if old_env is not None:  # the earlier commit's command, right after (same load)
+                        old.append(_seconds(lambda: _run([*command[:-1], str(root / "old")], old_env)))
         except OrthancMissing as missing:
             return {"clinical.study_command_seconds": figure(None, None, f"s ({missing})", None, lower_is_better=True)}
         imports = [_seconds(lambda: _run([sys.executable, "-c", IMPORTS], env)) for _ in range(repeat)]
@@ -126,7 +133,13 @@ def run(quick: bool = False) -> dict[str, dict]:
         f"{statistics.median(cpu):.2f} s user+system) vs WADO-RS retrieval"
     )
     imported, torch_s = statistics.median(imports), statistics.median(torch_alone)
-    return {
+    figures = {}
+    if old:
+        figures["clinical.study_command_vs_tree"] = figure(
+            value, statistics.median(old), f"s per study as a command, this tree vs {baseline_tree} (median of "
+            f"{repeat}, alternating); ratio = earlier / now", None, ratio=statistics.median(old) / value,
+        )  # fmt: skip
+    return figures | {
         "clinical.study_command_seconds": figure(value, baseline, unit, None, ratio=baseline / value),
         "clinical.import_seconds": figure(
             imported,
@@ -151,5 +164,6 @@ def _run(command: list[str], env: dict) -> None:
 
 
 if __name__ == "__main__":
-    for name, entry in run(quick="--quick" in sys.argv).items():
+    tree = Path(sys.argv[sys.argv.index("--baseline_tree") + 1]) if "--baseline_tree" in sys.argv else None
+    for name, entry in run(quick="--quick" in sys.argv, baseline_tree=tree).items():
         print(name, entry)
