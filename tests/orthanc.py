@@ -100,8 +100,9 @@ def start_orthanc(folder: Path, lua: str | None = None, users: dict[str, str] | 
 
 
 @contextmanager
-def tls_proxy(target: str, certificate: Path) -> Iterator[str]:
+def tls_proxy(target: str, certificate: Path, client_ca: Path | None = None) -> Iterator[str]:
     """An HTTPS front for ``target`` (an http URL) with ``certificate`` (PEM with key): the yielded https URL.
+    ``client_ca``: clients must show a certificate signed by this CA (mutual TLS).
 
     Orthanc 1.10.1 as Debian 12 ships it crashes on the first HTTPS request with ``SslEnabled`` (its civetweb calls a
     null OpenSSL function pointer: SIGSEGV in a civetweb worker), so the tests put TLS in front of it, as a hospital
@@ -135,6 +136,9 @@ def tls_proxy(target: str, certificate: Path) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(certificate))
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(str(client_ca))
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -370,7 +370,7 @@ def certificate(tmp_path_factory) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
     folder = tmp_path_factory.mktemp("tls")
-    key, cert = folder / "key.pem", folder / "cert.pem"
+    key, cert = folder / "ca-key.pem", folder / "cert.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
          "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
@@ -380,7 +380,27 @@ def certificate(tmp_path_factory) -> tuple[Path, Path]:
     return folder / "orthanc.pem", cert
 
 
-def test_a_pacs_with_https_and_a_login(trained, studies, certificate, tmp_path, capfd, monkeypatch):
+@pytest.fixture(scope="module")
+def client_certificate(certificate) -> tuple[Path, Path]:
+    """A client certificate signed by the test's CA (the server certificate doubles as it): (client PEM, CA)."""
+    _, ca = certificate
+    folder = ca.parent
+    key = folder / "ca-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", str(folder / "client-key.pem"),
+         "-out", str(folder / "client.csr"), "-subj", "/CN=birads-calc-client"], check=True, capture_output=True,
+    )  # fmt: skip
+    subprocess.run(
+        ["openssl", "x509", "-req", "-in", str(folder / "client.csr"), "-CA", str(ca), "-CAkey", str(key),
+         "-CAcreateserial", "-days", "1", "-out", str(folder / "client.pem")], check=True, capture_output=True,
+    )  # fmt: skip
+    (folder / "client-full.pem").write_text(
+        (folder / "client.pem").read_text() + (folder / "client-key.pem").read_text()
+    )
+    return folder / "client-full.pem", ca
+
+
+def test_a_pacs_with_https_and_a_login(trained, studies, certificate, client_certificate, tmp_path, capfd, monkeypatch):
     runs, _ = trained
     datasets = studies["four"]
     uid = uid_of(datasets)
@@ -427,6 +447,16 @@ def test_a_pacs_with_https_and_a_login(trained, studies, certificate, tmp_path, 
         args = ["--ca_bundle", str(ca), "--credentials", str(credentials), "--store", "false"]
         assert predict(runs, *base, *args, "--predict_dir", str(tmp_path / "file")) == 0
         texts = capfd.readouterr()
+
+        # a PACS that asks for a client certificate (mutual TLS): refused without it, with the way out; let in with it
+        client, client_ca = client_certificate
+        with tls_proxy(plain, server_pem, client_ca=client_ca) as mutual:
+            mtls = ["--dicomweb", mutual, "--study", uid, "--ca_bundle", str(ca), "--credentials", str(credentials)]
+            assert predict(runs, *mtls, "--store", "false", "--predict_dir", str(tmp_path / "no-cert")) == 2
+            err = capfd.readouterr().err
+            assert "TLS connection to the PACS" in err and "--client_cert FILE" in err
+            args = ["--client_cert", str(client), "--store", "false", "--predict_dir", str(tmp_path / "cert")]
+            assert predict(runs, *mtls, *args) == 0
     assert check_every_sr(out) + check_every_sr(tmp_path / "file") == 2
     for folder in (out, tmp_path / "file", runs):
         assert find_leaks({password}, folder, [logs.out, logs.err, texts.out, texts.err]) == []
