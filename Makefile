@@ -4,10 +4,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= data/demo
+# The SR reader OHIF uses (@cornerstonejs/adapters), which the clinical tests run on every SR they write; npm
+# installs it into tests/viewer/node_modules (ignored by git). Without npm or the registry the step only says so
+# and those tests skip with the reason.
+VIEWER := tests/viewer
+VIEWER_STAMP := $(VIEWER)/node_modules/.installed
 
 .PHONY: install test demo reproduce bench lint format clean
 
-install: $(STAMP)
+install: $(STAMP) $(VIEWER_STAMP)
 
 # Reinstall only when the dependency list changes; the package itself is editable. The sweeps extra (a small
 # pure-Python validator) lets tests/test_sweep.py check configs/alpha/sweep.yaml against W&B's schema.
@@ -18,6 +23,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --progress-bar off -e ".[dev,sweeps]"
 	touch $(STAMP)
+
+$(VIEWER_STAMP): $(VIEWER)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		(cd $(VIEWER) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error) && touch $@ \
+		|| echo "viewer: npm ci failed: the viewer tests will skip"; \
+	else echo "viewer: npm not found: the viewer tests will skip (apt-get install nodejs npm)"; fi
 
 test: install
 	WANDB_MODE=offline $(BIN)/python -m pytest -q
@@ -46,4 +57,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) runs data/demo .pytest_cache
+	rm -rf $(VENV) runs data/demo .pytest_cache $(VIEWER)/node_modules

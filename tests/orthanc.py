@@ -2,7 +2,9 @@
 ``orthanc-dicomweb``; CI installs them in ``.ci/run``).
 
 ``running_orthanc(folder)`` starts ``Orthanc config.json`` on a free loopback port with its storage in ``folder``
-and yields the DICOMweb root URL; it stops the server afterwards. Where Orthanc or the plugin is not installed the
+and yields the DICOMweb root URL; it stops the server afterwards. ``users={"name": "password"}`` turns HTTP basic
+authentication on (``RegisteredUsers``); ``tls_proxy(url, PEM)`` serves it over HTTPS (Orthanc's own ``SslEnabled``
+crashes in Debian 12's build: see ``tls_proxy``). Where Orthanc or the plugin is not installed the
 test is skipped with the reason. ``start_orthanc`` is the same without pytest (raises :class:`OrthancMissing`;
 ``bench/bench_clinical.py`` uses it).
 """
@@ -12,11 +14,15 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import ssl
 import subprocess
+import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -36,10 +42,10 @@ class OrthancMissing(RuntimeError):
 
 
 @contextmanager
-def running_orthanc(folder: Path, lua: str | None = None) -> Iterator[str]:
+def running_orthanc(folder: Path, lua: str | None = None, users=None) -> Iterator[str]:
     """Orthanc serving DICOMweb at the yielded URL, or the test skipped with the reason."""
     try:
-        with start_orthanc(folder, lua) as url:
+        with start_orthanc(folder, lua, users) as url:
             yield url
     except OrthancMissing as missing:
         pytest.skip(str(missing))
@@ -52,8 +58,9 @@ class OrthancFailed(RuntimeError):
 
 
 @contextmanager
-def start_orthanc(folder: Path, lua: str | None = None) -> Iterator[str]:
-    """Orthanc serving DICOMweb at the yielded URL; ``lua``: a Lua script (e.g. a ``ReceivedInstanceFilter``)."""
+def start_orthanc(folder: Path, lua: str | None = None, users: dict[str, str] | None = None) -> Iterator[str]:
+    """Orthanc serving DICOMweb at the yielded URL; ``lua``: a Lua script (e.g. a ``ReceivedInstanceFilter``);
+    ``users``: basic authentication with these accounts."""
     binary = shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin")
     if binary is None or not PLUGIN.is_file():
         raise OrthancMissing(
@@ -67,7 +74,8 @@ def start_orthanc(folder: Path, lua: str | None = None) -> Iterator[str]:
         "StorageDirectory": str(folder / "storage"),
         "IndexDirectory": str(folder / "storage"),
         "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
+        "AuthenticationEnabled": bool(users),
+        "RegisteredUsers": dict(users or {}),
         "DicomServerEnabled": False,
         "Plugins": [str(PLUGIN)],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
@@ -91,6 +99,56 @@ def start_orthanc(folder: Path, lua: str | None = None) -> Iterator[str]:
         log.close()
 
 
+@contextmanager
+def tls_proxy(target: str, certificate: Path, client_ca: Path | None = None) -> Iterator[str]:
+    """An HTTPS front for ``target`` (an http URL) with ``certificate`` (PEM with key): the yielded https URL.
+    ``client_ca``: clients must show a certificate signed by this CA (mutual TLS).
+
+    Orthanc 1.10.1 as Debian 12 ships it crashes on the first HTTPS request with ``SslEnabled`` (its civetweb calls a
+    null OpenSSL function pointer: SIGSEGV in a civetweb worker), so the tests put TLS in front of it, as a hospital
+    does with a reverse proxy. Requests and answers pass through unchanged (authentication stays Orthanc's).
+    """
+    import requests
+
+    upstream = target.rstrip("/").rsplit("/dicom-web", 1)[0]
+
+    class Forward(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _forward(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+            answer = requests.request(self.command, upstream + self.path, headers=headers, data=body, timeout=60)
+            self.send_response(answer.status_code, answer.reason)
+            for key, value in answer.headers.items():
+                if key.lower() not in ("transfer-encoding", "content-length", "content-encoding", "connection"):
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _forward
+
+        def log_message(self, *args):  # keep the test output clean
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(certificate))
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(str(client_ca))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/dicom-web"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def _wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -99,6 +157,8 @@ def _wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
+        except urllib.error.HTTPError:
+            return  # it answers (401 without credentials): up
         except OSError:
             time.sleep(0.2)
     raise OrthancFailed(f"Orthanc did not answer on {url} within {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")

@@ -77,6 +77,7 @@ TOOLS: dict[str, tuple[str, str]] = {
         "birads_calc.packaged_configs",
         "List the packaged configs (use them as --config NAME); --copy DIR writes editable copies.",
     ),
+    "store": ("birads_calc.clinical.store", "Send kept DICOM results of predict --dicomweb to a PACS again."),
 }
 # predict on DICOM studies (--dicomweb / --dicom_dir): birads_calc.clinical's own parser, not LightningCLI's
 CLINICAL_PREDICT = (
@@ -218,7 +219,8 @@ def _dispatch(command: str | None, args: list[str], from_argv: bool) -> int:
         from birads_calc.cli.trainer import BiradsCLI
         from birads_calc.detection.predict import predict_with_detection  # detect first, then rate each region
 
-        return predict_with_detection(args[1:], run_predict=lambda rest: BiradsCLI(args=["predict", *rest]))
+        spacing = _option_args(args, "--pixel_spacing")  # detection uses it, and so does the rating after it
+        return predict_with_detection(args[1:], run_predict=lambda rest: BiradsCLI(args=["predict", *rest, *spacing]))
     if command in TRAINER_COMMANDS:
         from birads_calc.cli.trainer import BiradsCLI  # heavy imports (torch, lightning) only when needed
 
@@ -251,11 +253,26 @@ def test_after_fit_args(args: Sequence[str], run_dir: os.PathLike) -> list[str]:
     return ["test", *kept, "--run_dir", str(run_dir)]
 
 
+def _option_args(args: Sequence[str], option: str) -> list[str]:
+    """``[option, value]`` of the last ``option VALUE`` / ``option=VALUE`` in ``args`` (``[]`` when absent)."""
+    found: list[str] = []
+    for i, arg in enumerate(args):
+        if arg.startswith(option + "="):
+            found = [option, arg.split("=", 1)[1]]
+        elif arg == option and i + 1 < len(args):
+            found = [option, args[i + 1]]
+    return found
+
+
 def run_tool(command: str, args: Sequence[str], tool: tuple[str, str] | None = None) -> int:
     """Parse ``args`` with the tool's own parser (``tool``: (module, help), default ``TOOLS[command]``) and run it."""
     module_name, help_text = tool or TOOLS[command]
     module = importlib.import_module(module_name)
     parser = ArgumentParser(prog=f"birads-calc {command}", description=help_text)
+    if tool is CLINICAL_PREDICT:
+        from birads_calc.cli.predict_options import add_predict_options
+
+        add_predict_options(parser)  # the options both predict paths share (cli/predict_options.py)
     module.configure_parser(parser)
     cfg = parser.parse_args(list(args))
     return int(module.main(cfg) or 0)

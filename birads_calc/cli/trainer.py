@@ -21,7 +21,7 @@ import pickle
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import yaml
@@ -34,6 +34,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from birads_calc.cli.predict_options import add_predict_options
 from birads_calc.cli.run_integrity import EvaluationPlan, claim_fit_folder, plan_evaluation, split_guard
 from birads_calc.data.datamodule import BiradsDataModule
 from birads_calc.data.roi import GridError, check_grid
@@ -77,6 +78,7 @@ from birads_calc.training.checkpoints import (
     epochs_trained,
     read_checkpoint,
     result_settings,
+    training_spacing,
 )
 from birads_calc.training.guards import NonFiniteLossError, last_checkpoint
 from birads_calc.training.identity import identity
@@ -141,14 +143,7 @@ class BiradsCLI(LightningCLI):
                 "checkpoint.enable_version_counter": False,
             }
         )
-        parser.add_argument("--runs_root", type=Path, default=Path("runs"), help="Folder holding runs/<config>/.")
-        parser.add_argument(
-            "--evaluate_checkpoint",
-            type=Literal["last", "best"],
-            default="last",
-            help="validate/test/predict without --ckpt_path: the run's model after its last epoch (paper §3.2) or "
-            "its best validation QWK checkpoint.",
-        )
+        add_predict_options(parser, checkpoint=False)  # shared with predict --dicomweb/--dicom_dir (one meaning)
         parser.add_argument(
             "--run_dir", type=Path | None, default=None, help="Exact run folder (default: the next free version)."
         )
@@ -164,19 +159,6 @@ class BiradsCLI(LightningCLI):
             default=False,
             help="fit: then test the run's model after its last epoch in the same W&B run (what a W&B sweep "
             "agent runs per point, configs/alpha/sweep.yaml).",
-        )
-        parser.add_argument("--overlays", type=bool, default=True, help="predict: one overlay PNG per image.")
-        parser.add_argument(
-            "--overlay_size",
-            type=PositiveInt,
-            default=1024,
-            help="predict: longest side of an overlay's mammogram (px).",
-        )
-        parser.add_argument(
-            "--predict_dir",
-            type=Path | None,
-            default=None,
-            help="predict: output folder (default: <run folder>/predict/<manifest stem>-<hash of its path>).",
         )
 
     # --- hooks ----------------------------------------------------------------------------------------------------
@@ -325,6 +307,7 @@ class BiradsCLI(LightningCLI):
             run_dir = self._fit_run_dir(cfg, name)
         else:
             run_dir = self._evaluation_run_dir(cfg, name)
+            self._use_training_scale(cfg)
             cfg.model.pretrained = False  # the weights come from the checkpoint; no ImageNet download needed
         self.run_dir = run_dir
         cfg.trainer.default_root_dir = str(run_dir)
@@ -332,6 +315,20 @@ class BiradsCLI(LightningCLI):
         recipe = {"recipe": self.run_record.identity["recipe"]} if self.run_record is not None else {}
         configure_loggers(cfg, name, run_dir, subcommand, recipe)
         self.save_config_kwargs["config_filename"] = "config.yaml" if subcommand == "fit" else f"{subcommand}.yaml"
+
+    def _use_training_scale(self, cfg: Namespace) -> None:
+        """A model trained at a fixed spacing rates every image resampled to it, whatever the config says."""
+        fixed = (training_spacing(self.checkpoint or {}) or {}).get("pixel_spacing_mm")
+        if fixed and cfg.data.get("pixel_spacing_mm") != fixed:
+            say(f"{self.subcommand}: the model was trained on images resampled to {fixed} mm per pixel: "
+                f"data.pixel_spacing_mm {cfg.data.get('pixel_spacing_mm')} -> {fixed}")  # fmt: skip
+            cfg.data.pixel_spacing_mm = fixed
+
+    def before_predict(self) -> None:
+        """Hand the data module the scale rule: the checkpoint's training spacing and ``--pixel_spacing``."""
+        self.datamodule.scale_reference = training_spacing(self.checkpoint or {}) or {}
+        self.datamodule.use_fallback_spacing(self.config[self.subcommand].get("pixel_spacing"))
+        self._log_phase()
 
     def _resolve_checkpoint_keyword(self, subcommand: str) -> None:
         """``--ckpt_path last|best``: the config's newest such file (Lightning would look in a new run folder)."""
@@ -399,9 +396,6 @@ class BiradsCLI(LightningCLI):
 
     def before_test(self) -> None:
         self.before_validate()
-
-    def before_predict(self) -> None:
-        self._log_phase()
 
     def _log_phase(self) -> None:
         """Mark the command in the run's one W&B run (rank 0)."""

@@ -1,9 +1,11 @@
 """Clinical DICOM in and out: studies from a PACS (DICOMweb) or a folder, results back as DICOM SEG + SR.
 
-Stage (level 4): owns ``birads-calc predict --dicomweb/--dicom_dir`` (``predict``), reading studies (``studies``,
-``pacs``), their calcification regions (``regions``: a DICOM SEG of the study, else the detector), the result
-objects built with highdicom (``results``, coded with ``codes``) and its one error type (``errors``). May import
-every stage below it: the foundations, ``data``, ``metrics``, ``losses``, ``training``, ``detection``,
+Stage (level 4): owns ``birads-calc predict --dicomweb/--dicom_dir`` (``predict``) and ``birads-calc store``
+(``store``: confirmed stores, re-sending kept results), reading studies (``studies``: what is rated or skipped;
+``pacs``: DICOMweb with login and TLS), their calcification regions (``regions``: the study's calcification SEGs,
+the detector on the images they leave uncovered), the result objects built with highdicom (``results``: SEGs and
+the TID 1500 SR; ``cad_sr``: the Mammography CAD SR; coded with ``codes``) and its one error type (``errors``).
+May import every stage below it: the foundations, ``data``, ``metrics``, ``losses``, ``training``, ``detection``,
 ``inference`` and ``reporting``; never ``cli``, which routes ``predict --dicomweb/--dicom_dir`` here.
 """
 

@@ -1,5 +1,5 @@
 """A reader's DICOM SEG of a manifest's calcifications: what a radiologist would draw in a viewer, made from the
-manifest's masks (one segment per row, labelled with its ``lesion_id``), one SEG per series of mammograms.
+manifest's masks (one segment per row, labelled with its ``lesion_id``), one SEG per mammogram.
 
 It turns a ``birads-calc synth`` dataset (or any manifest of DICOM images) into studies the DICOM path can rate:
 ``python -m birads_calc.clinical.annotate MANIFEST OUT_DIR`` writes the SEGs into OUT_DIR (the images stay where
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
 from birads_calc.clinical.results import segmentation
 from birads_calc.clinical.studies import complete_type2, write_instance
@@ -24,23 +25,25 @@ ANNOTATOR = "birads-calc annotation"
 
 
 def manifest_segs(manifest: Path) -> list[Dataset]:
-    """One SEG per series of the manifest's images, a segment per manifest row (label = ``lesion_id``)."""
+    """One SEG per image of the manifest, a segment per manifest row (label = ``lesion_id``), in one series."""
     lesions = read_manifest(manifest, require_labels=False)
-    images: dict[Path, Dataset] = {}
+    by_image: dict[Path, list] = {}
     for lesion in lesions:
-        if lesion.image not in images:
-            images[lesion.image] = complete_type2(pydicom.dcmread(lesion.image))
-    by_series: dict[str, list] = {}
-    for lesion in lesions:
-        image = images[lesion.image]
         label = lesion.lesion_id or f"row-{lesion.row}"
-        by_series.setdefault(str(image.SeriesInstanceUID), []).append((image, read_mask(lesion.mask), label))
-    segs = []
-    for segments in by_series.values():
-        series = segments[0][0].SeriesInstanceUID
-        members = [x for x in images.values() if x.SeriesInstanceUID == series]
-        segs.append(segmentation(members, segments, manufacturer=ANNOTATOR, model_name="manifest masks"))
-    return segs
+        by_image.setdefault(lesion.image, []).append((read_mask(lesion.mask), label, None, generate_uid(), False))
+    series = generate_uid()
+    return [
+        segmentation(
+            complete_type2(pydicom.dcmread(image)),
+            segments,
+            manufacturer=ANNOTATOR,
+            model_name="manifest masks",
+            series_uid=series,
+            series_number=900,
+            instance=k,
+        )
+        for k, (image, segments) in enumerate(by_image.items(), 1)
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,10 +29,10 @@ import socket
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from jsonargparse.typing import PositiveFloat, PositiveInt
@@ -70,6 +70,10 @@ PARTIAL_SUFFIX = ".partial"
 OWNER_FILE = "owner"
 
 
+class ScaleWarning(UserWarning):
+    """Images at another physical scale than the model's training images (the warning names them)."""
+
+
 class LesionSizeWarning(UserWarning):
     """Lesions larger than the window: the window cuts them (the warning gives the numbers)."""
 
@@ -84,6 +88,7 @@ class CacheSettings:
     voi: str = DEFAULT_VOI
     num_classes: int = 6
     skip_bad_rows: bool = False
+    fallback_spacing_mm: float | None = None  # spacing of images that record none (predict --pixel_spacing)
 
     def __post_init__(self):
         check_grid(self.window, self.stride)
@@ -120,6 +125,11 @@ class LesionCache:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def image_spacings(self) -> dict[str, tuple[float, float] | None]:
+        """Each image's spacing in mm as read when the cache was built (``{}`` for a cache built before 0.2)."""
+        index = json.loads((self.root / "index.json").read_text())
+        return {k: tuple(v) if v else None for k, v in (index.get("spacings") or {}).items()}
 
     def __getstate__(self) -> dict:
         # never pickle the mapped data itself (spawned DDP workers would receive a full copy)
@@ -162,7 +172,7 @@ def fingerprint(manifest: str | os.PathLike, settings: CacheSettings) -> str:
     """Hash of the manifest content, the size/mtime of every file it names, and the settings."""
     manifest = Path(manifest)
     digest = hashlib.sha256()
-    digest.update(json.dumps({"version": CACHE_VERSION, **asdict(settings)}, sort_keys=True).encode())
+    digest.update(json.dumps({"version": CACHE_VERSION, **_keyed(settings)}, sort_keys=True).encode())
     digest.update(manifest.read_bytes())
     for path in manifest_files(manifest):
         try:
@@ -171,6 +181,38 @@ def fingerprint(manifest: str | os.PathLike, settings: CacheSettings) -> str:
         except (OSError, ValueError):  # ValueError: a path the OS cannot even name; validation reports it
             digest.update(b"missing;")
     return digest.hexdigest()
+
+
+SCALE_TOLERANCE = 0.10  # an image more than 10 % finer or coarser than the training images' median is named
+
+
+def scale_mismatches(
+    record: Mapping[str, Any] | None, spacings: Mapping[str, tuple[float, float] | None]
+) -> tuple[list[str], list[str]]:
+    """(images without any spacing, images whose spacing is off the training median by more than 10 %).
+
+    Images are the keys of ``spacings`` (a name for messages). A model trained at a fixed ``pixel_spacing_mm``
+    resamples every image, so only the images without spacing are a problem for it; a checkpoint without a record,
+    or trained on images without spacing, has no median to compare with.
+    """
+    missing = [name for name, spacing in spacings.items() if spacing is None]
+    median = ((record or {}).get("training_mm") or {}).get("median")
+    if (record or {}).get("pixel_spacing_mm") or not median:
+        return missing, []
+    off = [
+        f"{name} ({spacing[0]:.3g} mm)"
+        for name, spacing in spacings.items()
+        if spacing is not None and abs(spacing[0] - median) > SCALE_TOLERANCE * median
+    ]
+    return missing, off
+
+
+def _keyed(settings: CacheSettings) -> dict:
+    """The settings that key a cache; an unset fallback spacing is left out (caches built before it stay valid)."""
+    keyed = asdict(settings)
+    if keyed["fallback_spacing_mm"] is None:
+        del keyed["fallback_spacing_mm"]
+    return keyed
 
 
 def default_cache_dir(manifest: str | os.PathLike) -> Path:
@@ -218,7 +260,7 @@ def build_cache(manifest: Path, settings: CacheSettings, cache_dir: Path, key: s
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX, dir=cache_dir))
     (tmp / OWNER_FILE).write_text(_owner())
     try:
-        entries, problems = _write_crops(tmp, lesions, settings)
+        entries, problems, spacings = _write_crops(tmp, lesions, settings)
         if problems and (not settings.skip_bad_rows or not entries["rows"]):
             raise ManifestError(manifest, problems)
         if problems:
@@ -237,6 +279,7 @@ def build_cache(manifest: Path, settings: CacheSettings, cache_dir: Path, key: s
                 "settings": asdict(settings),
                 "lesions": len(entries["rows"]),
                 "images": len({x.image for x in lesions}),
+                "spacings": spacings,
                 "build_seconds": round(time.perf_counter() - start, 3),
             },
         )
@@ -308,7 +351,9 @@ def _prune(cache_dir: Path, manifest: Path, keep: Path) -> None:
             continue
 
 
-def _write_crops(folder: Path, lesions: Sequence[Lesion], settings: CacheSettings) -> tuple[dict, list[Problem]]:
+def _write_crops(folder: Path, lesions: Sequence[Lesion], settings: CacheSettings):
+    """Write every lesion's context crop; returns (entries, problems, each image's native spacing or None)."""
+    spacings: dict[str, list[float] | None] = {}
     entries: dict[str, list] = {k: [] for k in ("rows", "origins", "shapes", "offsets", "centres", "windows")}
     problems: list[Problem] = []
     sizes: list[tuple[int, str, int, int]] = []  # (row, image, height, width) of each lesion's bounding box
@@ -319,7 +364,8 @@ def _write_crops(folder: Path, lesions: Sequence[Lesion], settings: CacheSetting
     with (folder / "pixels.u16").open("wb") as pixel_file, (folder / "masks.u8").open("wb") as mask_file:
         for image_path, group in track(by_image.items(), "crop cache: decoding", unit="image"):
             try:
-                image, masks = load_image(image_path, group, settings)
+                image, masks, spacing = load_image(image_path, group, settings, with_spacing=True)
+                spacings[str(image_path)] = list(spacing) if spacing else None
             except ImageReadError as error:
                 problems += [Problem(x.row, without_path(str(error), x.image), "image", x.image) for x in group]
                 continue
@@ -343,19 +389,28 @@ def _write_crops(folder: Path, lesions: Sequence[Lesion], settings: CacheSetting
     too_large = oversized_lesions(sizes, settings.window)
     if too_large:
         warnings.warn(too_large, LesionSizeWarning, stacklevel=3)
-    return entries, problems
+    return entries, problems, spacings
 
 
-def load_image(path: Path, group: Sequence[Lesion], settings: CacheSettings) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The image as uint16 and its lesions' masks, resampled to the target spacing when one is set."""
+def load_image(path: Path, group: Sequence[Lesion], settings: CacheSettings, with_spacing: bool = False):
+    """The image as uint16 and its lesions' masks, resampled to the target spacing when one is set.
+
+    The spacing is the file's (at the breast: ``read_image``), else ``settings.fallback_spacing_mm``. With
+    ``with_spacing`` the spacing used is returned third (``None`` when neither gives one).
+    """
     image = read_image(path, voi=settings.voi)
     masks = [read_mask(x.mask) for x in group]
     pixels = image.pixels
+    fallback = settings.fallback_spacing_mm
+    spacing = image.pixel_spacing or ((fallback, fallback) if fallback else None)
     if settings.pixel_spacing_mm is not None:
-        if image.pixel_spacing is None:
-            raise ImageReadError(f"{path}: pixel_spacing_mm is set but the file records no pixel spacing")
-        pixels, masks = _resample(pixels, masks, image.pixel_spacing, settings.pixel_spacing_mm)
-    return to_pixels(pixels), masks
+        if spacing is None:
+            raise ImageReadError(
+                f"{path}: pixel_spacing_mm is set but the file records no pixel spacing (predict: give it with "
+                "--pixel_spacing MM)"
+            )
+        pixels, masks = _resample(pixels, masks, spacing, settings.pixel_spacing_mm)
+    return (to_pixels(pixels), masks, spacing) if with_spacing else (to_pixels(pixels), masks)
 
 
 def _resample(pixels: np.ndarray, masks: list[np.ndarray], spacing: tuple[float, float], target: float):

@@ -12,7 +12,9 @@ calcifications, bit 1 = this lesion), ``target`` int64, ``malignancy`` float32, 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -22,7 +24,8 @@ import torch
 from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from birads_calc.data.cache import CacheSettings, LesionCache, ensure_cache, find_cache
+from birads_calc.data.cache import CacheSettings, LesionCache, ScaleWarning, ensure_cache, find_cache, scale_mismatches
+from birads_calc.data.dicom import read_header
 from birads_calc.data.manifest import Lesion, ManifestError, Problem, read_manifest
 from birads_calc.data.roi import assemble
 from birads_calc.data.sampler import BalancedDistributedSampler
@@ -152,6 +155,7 @@ class BiradsDataModule(L.LightningDataModule):
         # called with (splits, lesions, stage) once the split is made: the CLI refuses an evaluation that would
         # include patients the model trained or was validated on (cli/run_integrity.py)
         self.split_guard: Callable[[dict[str, list[int]], list[Lesion], str], None] | None = None
+        self.scale_reference: dict | None = None  # predict: the checkpoint's training_spacing, checked in setup
 
     # -- preparation ---------------------------------------------------------------------------------------------
 
@@ -188,6 +192,8 @@ class BiradsDataModule(L.LightningDataModule):
         self._entries = np.asarray([entry_of[x.row] for x in self.lesions], dtype=np.int64)
         self._targets = np.asarray([-1 if x.label is None else x.label for x in self.lesions], dtype=np.int64)
         self._malignancy = np.asarray([x.malignancy for x in self.lesions], dtype=np.float32)
+        if stage == "predict" and self.scale_reference is not None:
+            self._check_scale()
         self.splits = {} if stage == "predict" else self._split()  # predict uses every row
         if self.split_guard is not None and stage is not None:
             self.split_guard(self.splits, self.lesions, stage)
@@ -202,6 +208,56 @@ class BiradsDataModule(L.LightningDataModule):
         if self.hparams.splits is None:
             return split_by_patient(self.lesions, self.hparams.split_ratios, self.hparams.split_seed)
         return pinned_split(self.lesions, read_splits(self.hparams.splits), self.hparams.splits)
+
+    def use_fallback_spacing(self, mm: float | None) -> None:
+        """Spacing for images whose files record none (``predict --pixel_spacing``); set before ``setup``."""
+        self.settings = replace(self.settings, fallback_spacing_mm=mm)
+
+    def image_spacings(self, lesions: Sequence[Lesion] | None = None) -> dict[str, tuple[float, float] | None]:
+        """Native spacing (mm) of each image of ``lesions`` (default: all), as the cache recorded it."""
+        recorded = self.cache.image_spacings() if self.cache is not None else {}
+        spacings = {}
+        for image in sorted({str(x.image) for x in (self.lesions if lesions is None else lesions)}):
+            spacings[image] = recorded[image] if image in recorded else read_header(image).pixel_spacing
+        return spacings
+
+    def _check_scale(self) -> None:
+        """The scale rule of predict (docs/clinical.md): an image without spacing is refused (give
+        ``--pixel_spacing``); one more than 10 % off the training images' median spacing is named in a warning."""
+        spacings = self.image_spacings()
+        fallback = self.settings.fallback_spacing_mm
+        spacings = {k: v or ((fallback, fallback) if fallback else None) for k, v in spacings.items()}
+        missing, off = scale_mismatches(self.scale_reference, spacings)
+        if missing:
+            problems = [
+                Problem(x.row, "the image records no pixel spacing: give it with --pixel_spacing MM", "image", x.image)
+                for x in self.lesions
+                if str(x.image) in missing
+            ]
+            raise ManifestError(self._manifest(), problems)
+        if off:
+            median = self.scale_reference["training_mm"]["median"]
+            warnings.warn(
+                f"{len(off)} image(s) differ by more than 10 % from the {median:.3g} mm per pixel of the model's "
+                f"training images, so the model sees their calcifications at another size: {', '.join(off)}",
+                ScaleWarning,
+                stacklevel=2,
+            )
+
+    def training_spacing(self) -> dict:
+        """The physical scale of training (``checkpoint["birads_calc"]["spacing"]``): the fixed resampling spacing
+        (or ``None``) and the spread of the training split's native spacings (row spacing, mm)."""
+        train = [self.lesions[p] for p in self.splits.get("train", [])]
+        values = [s[0] for s in self.image_spacings(train).values() if s is not None] if train else []
+        images = len({x.image for x in train})
+        summary = {
+            "median": float(np.median(values)) if values else None,
+            "min": float(min(values)) if values else None,
+            "max": float(max(values)) if values else None,
+            "n_images": images,
+            "n_without_spacing": images - len(values),
+        }
+        return {"pixel_spacing_mm": self.hparams.pixel_spacing_mm, "training_mm": summary}
 
     def patient_splits(self) -> dict[str, str]:
         """Patient -> split of the pinned split file (``{}`` without one); ``predict`` marks its rows with it."""

@@ -140,7 +140,7 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
     if element is None:
         raise ImageReadError(f"{path}: DICOM has no PixelData (not an image object)")
     _check_pixel_length(path, ds, _available_bytes(path, element))
-    return ImageHeader(int(ds.Rows), int(ds.Columns), _dicom_spacing(ds))
+    return ImageHeader(int(ds.Rows), int(ds.Columns), dicom_spacing(ds))
 
 
 def _check_pixel_length(path: Path, ds: pydicom.Dataset, available: int) -> None:
@@ -243,15 +243,30 @@ def _check_header_numbers(path: Path, ds: pydicom.Dataset) -> None:
                 ) from None
 
 
-def _dicom_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
-    # Mammography detectors usually record ImagerPixelSpacing; PixelSpacing (calibrated) wins when present.
+def dicom_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
+    """``(row_mm, col_mm)`` at the breast, or ``None`` when the header records no spacing.
+
+    PixelSpacing (calibrated in the patient) wins when present. Mammography detectors usually record only
+    ImagerPixelSpacing, measured at the detector: an object between source and detector is magnified on it, so the
+    spacing at the breast is ImagerPixelSpacing / EstimatedRadiographicMagnificationFactor (PS3.3 C.8.11.7; about
+    1.1 for a contact view, 1.5-2 for a magnification view). A missing or invalid factor counts as 1.
+    """
     for key in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(key)
         if value is not None and len(value) == 2:
             row_mm, col_mm = (float(v) for v in value)
             if row_mm > 0 and col_mm > 0:
-                return row_mm, col_mm
+                factor = _magnification(ds) if key == "ImagerPixelSpacing" else 1.0
+                return row_mm / factor, col_mm / factor
     return None
+
+
+def _magnification(ds: pydicom.Dataset) -> float:
+    try:
+        factor = float(ds.get("EstimatedRadiographicMagnificationFactor") or 1.0)
+    except (TypeError, ValueError):
+        return 1.0
+    return factor if factor >= 1.0 else 1.0
 
 
 def _read_dicom(path: Path, voi: str) -> MammogramImage:
@@ -274,7 +289,7 @@ def _read_dicom(path: Path, voi: str) -> MammogramImage:
     pixels = _unit_range(np.asarray(values, dtype=np.float64), low, high)
     if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
         pixels = 1.0 - pixels
-    return MammogramImage(pixels.astype(np.float32), _dicom_spacing(ds))
+    return MammogramImage(pixels.astype(np.float32), dicom_spacing(ds))
 
 
 def _modality_range(ds: pydicom.Dataset) -> tuple[float, float]:

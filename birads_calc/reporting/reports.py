@@ -25,14 +25,6 @@ from birads_calc.categories import BENIGN, MALIGNANT, label_name, scale
 from birads_calc.data.dicom import DEFAULT_VOI
 from birads_calc.data.manifest import Lesion
 from birads_calc.io import atomic_path, staged_outputs, write_csv, write_json
-from birads_calc.metrics import UndefinedMetricWarning, bootstrap_ci
-from birads_calc.metrics.functional import (
-    confusion_matrix,
-    malignancy_adjusted_qwk,
-    malignancy_auroc,
-    quadratic_weighted_kappa,
-)
-from birads_calc.reporting.calibration import CALIBRATION_COLUMNS, calibration_table
 from birads_calc.training.identity import evaluation_identity
 
 PREDICTION_COLUMNS = (
@@ -143,6 +135,10 @@ def test_metrics(
     seed: int = 0,
 ) -> dict[str, dict[str, float | int | None]]:
     """QWK, MAQWK-M, MAQWK-B and the malignancy AUROC with patient-level bootstrap CIs (``metrics.json`` shape)."""
+    # imported here: torchmetrics and scipy cost seconds that predict (CSVs only) does not need
+    from birads_calc.metrics import UndefinedMetricWarning, bootstrap_ci
+    from birads_calc.metrics.functional import malignancy_adjusted_qwk, malignancy_auroc, quadratic_weighted_kappa
+
     pred, target = predictions["pred"], predictions["target"]
     malignancy, risk = predictions["malignancy"], predictions["risk"]
     opts = {"groups": list(patients), "resamples": resamples, "level": level, "seed": seed}
@@ -185,6 +181,9 @@ def write_test_reports(
         resamples, level, seed: of the patient-level bootstrap.
         root: the manifest's folder (image paths are written relative to it).
     """
+    from birads_calc.metrics.functional import confusion_matrix  # as in test_metrics: not paid by predict
+    from birads_calc.reporting.calibration import CALIBRATION_COLUMNS, calibration_table
+
     if predictions["index"].numel() == 0:
         raise ValueError("the test split holds no lesions: nothing to report (check the manifest's split)")
     n = info.num_classes

@@ -95,6 +95,16 @@ def _show(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def training_spacing(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The physical scale a checkpoint was trained at, or ``None`` for a checkpoint that does not record it.
+
+    ``{"pixel_spacing_mm": fixed resampling spacing or None, "training_mm": {"median", "min", "max", "n_images",
+    "n_without_spacing"}}`` (mm per pixel of the training split's images, as their files record it).
+    """
+    record = (checkpoint.get("birads_calc") or {}).get("spacing")
+    return dict(record) if isinstance(record, Mapping) else None
+
+
 def validation_qwk(checkpoint: Mapping[str, Any]) -> float | None:
     """The validation QWK measured at the epoch the checkpoint was saved: recorded by the run itself
     (``checkpoint["birads_calc"]["val_qwk"]``); for older checkpoints the val_qwk checkpoint callback's score, which

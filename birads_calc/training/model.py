@@ -150,6 +150,12 @@ class BiradsClassifier(L.LightningModule):
         self.val_metrics = metrics.clone(prefix="val_")
         self.test_metrics = metrics.clone(prefix="test_")
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the physical scale of the training images beside the weights (``checkpoints.training_spacing``)."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "training_spacing"):
+            checkpoint.setdefault("birads_calc", {})["spacing"] = datamodule.training_spacing()
+
     # --- forward --------------------------------------------------------------------------------------------------
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Raw head output: ``[B]`` risk logit (regression) or ``[B, N]`` class logits (``loss: ce``)."""
