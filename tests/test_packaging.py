@@ -187,7 +187,7 @@ def test_the_installed_wheel_runs_the_readme_from_an_empty_folder(wheel, tmp_pat
     run_dir = work / "runs" / "proposed" / "version_0"
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "config.yaml").is_file()
     assert "crop cache: decoding:" in fit.stderr  # the cache build inside fit shows its progress
-    assert f"fit: wrote {Path('runs/proposed/version_0')}: checkpoints/" in fit.stderr  # fit's closing line
+    assert f"fit: wrote {Path('runs/proposed/version_0')}: checkpoints/" in fit.stdout  # fit's closing line
     run("test", "--config", "proposed", "--config", "demo", *TINY)
     metrics = (run_dir / "metrics.json").read_text()
     assert '"qwk"' in metrics and not (work / "configs").exists()

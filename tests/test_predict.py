@@ -69,8 +69,9 @@ def test_predict_on_new_studies_writes_predictions_breasts_and_overlays(trained,
     manifest = unlabelled_study(tmp_path / "new")
     predict(runs, manifest, "--trainer.precision", "32")
     out = predict_dir(best.parent.parent, manifest)
-    err = capfd.readouterr().err
-    assert f"predict: wrote {out / 'overlays'}, {out / 'predictions.csv'}, {out / 'breasts.csv'}" in err
+    captured = capfd.readouterr()
+    assert f"predict: wrote {out / 'overlays'}, {out / 'predictions.csv'}, {out / 'breasts.csv'}" in captured.out
+    assert "predict: wrote" not in captured.err  # the closing line is the result: stdout; messages: stderr
 
     columns, rows = read_csv(out / "predictions.csv")
     assert columns == list(PREDICT_COLUMNS)

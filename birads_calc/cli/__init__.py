@@ -302,14 +302,14 @@ def error_message(error: BaseException) -> str:
 
 def say_what_fit_wrote(run_dir: Path | None) -> None:
     """fit's closing line: the run folder and the files a later command uses (rank 0 only)."""
-    from birads_calc.cli.trainer import say
+    from birads_calc.cli.trainer import result
     from birads_calc.runs import CHECKPOINTS
 
     if run_dir is None:
         return
     names = [f"{CHECKPOINTS}/{p.name}" for p in sorted((run_dir / CHECKPOINTS).glob("*.ckpt"))]
     names += [name for name in ("config.yaml", "splits.csv") if (run_dir / name).is_file()]
-    say(f"fit: wrote {run_dir}: {', '.join(names) or 'no checkpoint'}")
+    result(f"fit: wrote {run_dir}: {', '.join(names) or 'no checkpoint'}")
 
 
 def _overview_parser() -> ArgumentParser:

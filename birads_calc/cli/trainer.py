@@ -93,6 +93,12 @@ FILE_LOGGERS = ("WandbLogger", "CSVLogger", "TensorBoardLogger")
 
 
 @rank_zero_only
+def result(message: str) -> None:
+    """A command's closing line naming what it wrote: a result, so on stdout (once per run, rank 0)."""
+    print(f"birads-calc: {message}", flush=True)
+
+
+@rank_zero_only
 def say(message: str) -> None:
     """A notice for the user on stderr, once per run (rank 0)."""
     print(f"birads-calc: {message}", file=sys.stderr, flush=True)
@@ -436,7 +442,7 @@ class BiradsCLI(LightningCLI):
             voi=data.hparams.voi,
             splits=data.patient_splits(),
         )
-        say(f"predict: wrote {', '.join(str(path) for path in written.values())}")
+        result(f"predict: wrote {', '.join(str(path) for path in written.values())}")
 
     def after_test(self) -> None:
         """Write ``metrics.json`` and ``predictions.csv`` from every process's predictions (rank 0)."""
@@ -465,7 +471,7 @@ class BiradsCLI(LightningCLI):
             resamples=cfg.bootstrap_resamples,
             root=self.datamodule.manifest.parent,
         )
-        say(f"test: wrote {self.run_dir / 'metrics.json'}, predictions.csv and report.md beside it")
+        result(f"test: wrote {self.run_dir / 'metrics.json'}, predictions.csv and report.md beside it")
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger):
                 log_test_reports(logger, report, rows)
