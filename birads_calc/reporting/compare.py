@@ -26,7 +26,6 @@ CI as a band).
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import math
@@ -41,7 +40,7 @@ from jsonargparse import ArgumentParser, Namespace
 
 from birads_calc.categories import PATHOLOGY_VALUES, scale
 from birads_calc.errors import InputError
-from birads_calc.io import atomic_path, write_json
+from birads_calc.io import atomic_path, read_csv, write_json
 from birads_calc.metrics import UndefinedMetricWarning, metric_on_resamples
 from birads_calc.metrics.functional import malignancy_adjusted_qwk, quadratic_weighted_kappa
 
@@ -275,8 +274,8 @@ def read_predictions(run: RunResult) -> RunPredictions | None:
         return None
     names = scale(run.num_classes)
     try:
-        with run.predictions.open(newline="") as f:
-            rows = sorted(csv.DictReader(f), key=lambda r: (r["patient_id"], r.get("lesion_id", ""), r.get("row", "")))
+        _, table = read_csv(run.predictions)  # cells as written before write_csv's formula escaping
+        rows = sorted(table, key=lambda r: (r["patient_id"], r.get("lesion_id", ""), r.get("row", "")))
         return RunPredictions(
             patients=[r["patient_id"] for r in rows],
             lesion_ids=[r.get("lesion_id") or r.get("row", "") for r in rows],
