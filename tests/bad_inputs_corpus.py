@@ -77,15 +77,19 @@ def good_image(root: Path, name: str, **kwargs) -> Path:
     return good_dicom(root / "images" / name, **kwargs)
 
 
-def good_dicom(path: Path, **kwargs) -> Path:
+def good_dicom(path: Path, mark: int = 0, **kwargs) -> Path:
+    """The corpus image; ``mark`` brightens its far corner so that each patient's image is its own (identical pixels
+    under two patients are reported as one mammogram listed twice)."""
     kwargs.setdefault("bits_stored", 12)
-    return write_dicom(path, _stored_with_lesion(3000, 1000), **kwargs)
+    stored = _stored_with_lesion(3000, 1000)
+    stored[-1, -1] += mark
+    return write_dicom(path, stored, **kwargs)
 
 
 def good_rows(root: Path) -> list[dict]:
     rows = []
     for patient in ("A", "B"):
-        good_image(root, f"{patient}.dcm", patient_id=patient)
+        good_image(root, f"{patient}.dcm", patient_id=patient, mark=ord(patient))
         write_mask(root / "masks" / f"{patient}.png", LESION)
         rows.append({"patient_id": patient, "image": f"images/{patient}.dcm", "mask": f"masks/{patient}.png"})
         rows[-1].update(birads="4A", pathology="malignant", lesion_id=f"{patient}_0")
@@ -576,7 +580,7 @@ CASES: list[Case] = [
     Case(
         "mask_missing", "mask file absent", mask_case(lambda p: None, ("file not found",), name="gone.png", reader=None)
     ),
-    Case("mask_is_folder", "a folder where the mask should be", mask_case(lambda p: p.mkdir(), ("directory",))),
+    Case("mask_is_folder", "a folder where the mask should be", mask_case(lambda p: p.mkdir(), ("is a folder",))),
     Case(
         "mask_zero_one",
         "valid: mask stored as 0/1 (looks black)",

@@ -177,7 +177,8 @@ def run_case(case: Case, root: Path, capsys) -> dict[str, str]:
             window=WINDOW,
             stride=STRIDE,
             num_workers=0,
-            batch_size=2,
+            batch_size=1,  # one training patient, one lesion: a batch larger than its windows is refused
+            split_ratios=(1, 1, 1),  # three patients: one in each split (3:1:1 would leave val empty, refused)
             pin_memory=False,
             cache_dir=root / "cache_dm",
             **built.options,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,11 @@ SIZE = 64
 
 
 def good_row(root: Path, name: str, patient: str, birads: str = "4A", **extra) -> dict:
-    """Write a valid 64x64 DICOM + disc mask and return its manifest row."""
-    write_dicom(root / f"{name}.dcm", np.full((SIZE, SIZE), 1000), bits_stored=12)
+    """Write a valid 64x64 DICOM + disc mask and return its manifest row. Each image is its own (the lesion's
+    brightness follows the name): identical pixels under two patients would be reported as one image."""
+    stored = np.full((SIZE, SIZE), 1000)
+    stored[disc((SIZE, SIZE), (30, 30), 4)] = 2000 + zlib.crc32(name.encode()) % 2000
+    write_dicom(root / f"{name}.dcm", stored, bits_stored=12)
     write_mask(root / f"{name}.png", disc((SIZE, SIZE), (30, 30), 4))
     return {"patient_id": patient, "image": f"{name}.dcm", "mask": f"{name}.png", "birads": birads, **extra}
 

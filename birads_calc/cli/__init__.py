@@ -30,6 +30,9 @@ OS_ERRORS: dict[int, tuple[int, str]] = {
     errno.EACCES: (2, "check the permissions, or choose a folder you can write (--runs_root, --out, --cache_dir)"),
     errno.EPERM: (2, "check the permissions, or choose a folder you can write (--runs_root, --out, --cache_dir)"),
     errno.EROFS: (2, "the file system is read-only: choose a writable folder (--runs_root, --out, --cache_dir)"),
+    errno.EEXIST: (2, "a file is in the way where a folder is to be made: give another path, or move the file"),
+    errno.ELOOP: (2, "a symbolic link loop (a link that leads back to itself): fix the link or give the real path"),
+    errno.ENAMETOOLONG: (2, "the path or a name in it is too long for the file system"),
     errno.ENOSPC: (1, "the disk is full: free space and run again (finished outputs were written whole or not at all)"),
     errno.EDQUOT: (1, "the disk quota is exceeded: free space and run again"),
 }

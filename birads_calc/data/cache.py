@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from jsonargparse.typing import PositiveFloat, PositiveInt
+from jsonargparse.typing import PositiveInt
 
 from birads_calc.data.dicom import DEFAULT_VOI, VOI_MODES, ImageReadError, read_image
+from birads_calc.data.limits import MAX_PIXELS, PixelSpacingMm, spacing_problem
 from birads_calc.data.manifest import (
     Lesion,
     ManifestError,
@@ -59,6 +60,7 @@ from birads_calc.data.roi import (
     pack_masks,
     to_pixels,
 )
+from birads_calc.errors import InputError
 from birads_calc.io import write_json
 
 log = logging.getLogger(__name__)
@@ -86,8 +88,9 @@ class CacheSettings:
 
     def __post_init__(self):
         check_grid(self.window, self.stride)
-        if self.pixel_spacing_mm is not None and self.pixel_spacing_mm <= 0:
-            raise ValueError(f"pixel_spacing_mm must be positive or None, got {self.pixel_spacing_mm}")
+        problem = None if self.pixel_spacing_mm is None else spacing_problem(self.pixel_spacing_mm)
+        if problem:
+            raise InputError(f"pixel_spacing_mm {self.pixel_spacing_mm}: {problem}")
 
 
 class LesionCache:
@@ -189,12 +192,22 @@ def ensure_cache(
     manifest = Path(manifest)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(manifest)
     require_manifest_file(manifest)
+    require_cache_folder(cache_dir)
     key = fingerprint(manifest, settings)
     target = cache_dir / f"{manifest.stem}-{key[:20]}"
     if (target / "index.json").is_file():
         log.info("cache up to date: %s", target)
         return LesionCache(target)
     return build_cache(manifest, settings, cache_dir, key)
+
+
+def require_cache_folder(cache_dir: Path) -> None:
+    """Refuse a cache folder that is an existing file (it would end in a bare ``FileExistsError``)."""
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise InputError(
+            f"cache_dir {cache_dir} is a file, not a folder; give a folder for the crop cache (prepare --cache_dir, "
+            "fit --data.cache_dir), or leave it out for <manifest folder>/.birads_cache"
+        )
 
 
 def find_cache(
@@ -318,6 +331,7 @@ def _write_crops(folder: Path, lesions: Sequence[Lesion], settings: CacheSetting
         for image_path, group in by_image.items():
             try:
                 image, masks = load_image(image_path, group, settings)
+                check_window(image_path, image.shape, settings.window)
             except ImageReadError as error:
                 problems += [Problem(x.row, without_path(str(error), x.image), "image", x.image) for x in group]
                 continue
@@ -344,6 +358,18 @@ def _write_crops(folder: Path, lesions: Sequence[Lesion], settings: CacheSetting
     return entries, problems
 
 
+def check_window(path: Path, shape: tuple[int, int], window: int) -> None:
+    """Refuse a window larger than the image both ways before any crop is allocated: the crops would be mostly
+    padding, and an absurd window (``--window 100000``) would allocate gigabytes per lesion."""
+    if window > max(shape):
+        size = window * window * 3 / 2**30  # uint16 pixels + uint8 masks
+        raise ImageReadError(
+            f"{path}: image is {shape[0]} x {shape[1]} px (after resampling, if set), smaller than the {window} px "
+            f"window both ways; each crop would be mostly padding ({size:.3g} GiB per lesion). Use a window of at "
+            f"most {max(shape)} px (prepare --window, fit --data.window)"
+        )
+
+
 def load_image(path: Path, group: Sequence[Lesion], settings: CacheSettings) -> tuple[np.ndarray, list[np.ndarray]]:
     """The image as uint16 and its lesions' masks, resampled to the target spacing when one is set."""
     image = read_image(path, voi=settings.voi)
@@ -363,6 +389,12 @@ def _resample(pixels: np.ndarray, masks: list[np.ndarray], spacing: tuple[float,
     shape = tuple(max(1, round(n * s / target)) for n, s in zip(pixels.shape, spacing, strict=True))
     if shape == pixels.shape:
         return pixels, masks
+    if shape[0] * shape[1] > MAX_PIXELS:  # checked before resize allocates it
+        raise ImageReadError(
+            f"resampling from {spacing[0]:g} x {spacing[1]:g} mm to {target:g} mm per pixel would make the "
+            f"{pixels.shape[0]} x {pixels.shape[1]} px image {shape[0]} x {shape[1]} px, more than "
+            f"{MAX_PIXELS / 1e6:.0f} Mpx; check pixel_spacing_mm and the file's pixel spacing"
+        )
     out = resize(pixels, shape, order=1, anti_aliasing=shape[0] < pixels.shape[0], preserve_range=True)
     resized = []
     for mask in masks:
@@ -391,7 +423,9 @@ def configure_parser(parser) -> None:
     parser.add_argument("manifest", type=str, help="the manifest CSV")
     parser.add_argument("--window", type=PositiveInt, default=400, help="window size in pixels")
     parser.add_argument("--stride", type=PositiveInt, default=100, help="grid stride in pixels")
-    parser.add_argument("--pixel_spacing_mm", type=PositiveFloat | None, default=None, help="resample to this spacing")
+    parser.add_argument(
+        "--pixel_spacing_mm", type=PixelSpacingMm | None, default=None, help="resample to this spacing (0.01-2 mm)"
+    )
     parser.add_argument("--voi", type=str, default=DEFAULT_VOI, choices=list(VOI_MODES), help="DICOM VOI handling")
     parser.add_argument("--num_classes", type=Literal[6, 4], default=6, help="BI-RADS scale: 6 or 4")
     parser.add_argument("--skip_bad_rows", type=bool, default=False, help="leave bad rows out (each reported)")
