@@ -56,7 +56,9 @@ searched for the canary identity the corpus DICOMs carry: none found.
 
 from __future__ import annotations
 
+import errno
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -83,7 +85,7 @@ from tests.privacy import find_leaks
 from tests.training_helpers import TINY_OVERRIDES, single_torch_thread  # noqa: F401 (autouse)
 
 # bad inputs tried, handled with a clear error, handled correctly as valid, crashes
-COUNTS = {"tried": 58, "clear_error": 47, "valid": 11, "crashes": 0}
+COUNTS = {"tried": 78, "clear_error": 65, "valid": 13, "crashes": 0}
 
 # the identity tests/factories.py writes into every DICOM (name in both spellings, birth date, accession number)
 CANARY = {CANARY_NAME, CANARY_NAME.replace("^", " "), "19700101", "ACC-CANARY-1"}
@@ -278,27 +280,33 @@ def trained(tmp_path_factory) -> Trained:
 
 
 def run_command(args: list[str], capsys) -> tuple[int, str]:
-    """The exit code and printed text of ``birads-calc args`` (a parser's exit counts as its exit code)."""
+    """The exit code and printed text of ``birads-calc args`` (a parser's exit counts as its exit code); the
+    warnings it gave are appended, as a user sees them on stderr (pytest would otherwise keep them)."""
     capsys.readouterr()
-    try:
-        code = cli(args)
-    except SystemExit as exit_:  # the command-line parser exits with usage and its message (code 2)
-        code = exit_.code
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            code = cli(args)
+        except SystemExit as exit_:  # the command-line parser exits with usage and its message (code 2)
+            code = exit_.code
     captured = capsys.readouterr()
-    return code, captured.out + captured.err
+    shown = "".join(f"\n{w.category.__name__}: {w.message}" for w in caught)
+    return code, captured.out + captured.err + shown
 
 
 @pytest.mark.parametrize("case", COMMAND_CASES, ids=[c.name for c in COMMAND_CASES])
 def test_command_fails_cleanly(case: CommandCase, trained, tmp_path, capsys, monkeypatch):
     """No traceback, the case's exit code, and one message naming the culprit (option, file, row)."""
     monkeypatch.delenv("BIRADS_CALC_DEBUG", raising=False)
-    args, words = case.build(tmp_path, trained)
+    args, words, *check = case.build(tmp_path, trained)
     assert args[0] == case.command
     code, text = run_command(args, capsys)
     assert "Traceback" not in text, text
     assert code == case.code, text
     missing = [w for w in words if w not in text]
     assert not missing, f"message lacks {missing}: {text}"
+    if check and check[0] is not None:
+        check[0](text)  # nothing overwritten or half-written; for a once-silent case, its output
 
 
 def test_command_corpus_covers_every_command():
@@ -340,3 +348,42 @@ def test_a_window_smaller_than_the_lesions_is_warned_with_the_numbers(tmp_path):
     message = str(caught[0].message)
     assert "2 of 2 lesion(s) are larger than the 6 px window" in message and "largest: 9 x 9 px, row 1" in message
     assert "a window of at least 9 px holds every lesion" in message
+
+
+@pytest.mark.parametrize("failure", ["disk full", "ctrl-c"])
+def test_convert_that_fails_halfway_leaves_the_previous_set_whole(failure, tmp_path, capsys, monkeypatch):
+    """convert --overwrite that stops after writing its first mask (a full disk, Ctrl-C): the previous manifest,
+    not-converted list and masks are left byte for byte, no staging folder remains, and nothing new is published."""
+    from birads_calc.data.adapters import mias
+    from tests.bad_inputs_corpus import _mias_source
+
+    src = _mias_source(tmp_path)
+    out = tmp_path / "data" / "manifest.csv"
+    args = ["convert", "mini-mias", "--src", str(src), "--out", str(out)]
+    assert cli(args) == 0
+    before = {p: p.read_bytes() for p in out.parent.rglob("*") if p.is_file()}
+    assert len(before) == 2  # the manifest and the mask
+
+    def fails_after_writing(path, mask):
+        write_mask(path, mask)
+        if failure == "ctrl-c":
+            raise KeyboardInterrupt
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    write_mask = mias.write_mask
+    monkeypatch.setattr(mias, "write_mask", fails_after_writing)
+    code, text = run_command([*args, "--overwrite", "true"], capsys)
+    assert code == (130 if failure == "ctrl-c" else 1) and "Traceback" not in text, text
+    assert {p: p.read_bytes() for p in out.parent.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "mias"]  # no staging folder left beside
+
+
+def test_issue_23_corpus_covers_every_data_tool_and_trainer_command():
+    from tests.bad_inputs_corpus import ISSUE_23_CASES, ISSUE_23_COMMANDS
+
+    per_command = {}
+    for case in COMMAND_CASES:
+        if case.name in ISSUE_23_COMMANDS:
+            per_command[case.command] = per_command.get(case.command, 0) + 1
+    assert set(per_command) == {"check-data", "prepare", "synth", "convert", "fit", "validate", "test", "predict"}
+    assert len(ISSUE_23_CASES) == 20 and sum(per_command.values()) == len(ISSUE_23_COMMANDS) == 59

@@ -40,7 +40,7 @@ OS_ERRORS: dict[int, tuple[int, str]] = {
 INTERRUPTED_NOTES: dict[str, str] = {
     "prepare": "the unfinished cache is never taken for a complete one; run the command again",
     "synth": "the unfinished dataset has no manifest.csv, so no later step takes it for complete; run it again",
-    "convert": "no manifest was written; run the command again",
+    "convert": "nothing was written; an existing manifest and its masks are as they were; run the command again",
     "check-data": "nothing was written",
     "compare": "nothing was written",
     "validate": "nothing was written",

@@ -37,7 +37,7 @@ from typing import Literal
 import numpy as np
 from jsonargparse.typing import PositiveInt
 
-from birads_calc.data.dicom import DEFAULT_VOI, VOI_MODES, ImageReadError, read_image
+from birads_calc.data.dicom import DEFAULT_VOI, VOI_MODES, ImageReadError, read_header, read_image
 from birads_calc.data.limits import MAX_PIXELS, PixelSpacingMm, spacing_problem
 from birads_calc.data.manifest import (
     Lesion,
@@ -223,6 +223,7 @@ def build_cache(manifest: Path, settings: CacheSettings, cache_dir: Path, key: s
     """Validate the manifest, decode each image once and write every lesion's context crop (atomic)."""
     start = time.perf_counter()
     lesions = read_manifest(manifest, settings.num_classes, require_labels=False, skip_bad_rows=settings.skip_bad_rows)
+    check_window_fits(lesions, settings)
     cache_dir.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_builds(cache_dir)
     target = cache_dir / f"{manifest.stem}-{key[:20]}"
@@ -358,6 +359,36 @@ def _write_crops(folder: Path, lesions: Sequence[Lesion], settings: CacheSetting
     return entries, problems
 
 
+def check_window_fits(lesions: Sequence[Lesion], settings: CacheSettings) -> None:
+    """Refuse, before any image is decoded, a window larger (both ways) than every image of the manifest, as one
+    error naming the window option: a setting mistaken by orders of magnitude (``--window 100000``), not a problem
+    of some rows. A window that only some images are smaller than is reported per row (:func:`check_window`)."""
+    shapes: dict[Path, tuple[int, int]] = {}
+    for lesion in lesions:
+        if lesion.image not in shapes:
+            try:
+                header = read_header(lesion.image)
+            except ImageReadError:
+                return  # reported with its row when the image is decoded
+            shapes[lesion.image] = _resampled_shape(header.shape, header.pixel_spacing, settings.pixel_spacing_mm)
+    if not shapes or any(settings.window <= max(shape) for shape in shapes.values()):
+        return
+    largest = max(shapes, key=lambda image: max(shapes[image]))
+    rows, columns = shapes[largest]
+    raise InputError(
+        f"window {settings.window} px is larger than every image of the manifest ({len(shapes)} image(s); the "
+        f"largest is {rows} x {columns} px{' after resampling' if settings.pixel_spacing_mm else ''}: {largest}); "
+        f"the crops would be padding ({settings.window**2 * 3 / 2**30:.3g} GiB per lesion). Use a window of at most "
+        f"{max(rows, columns)} px (prepare --window, fit --data.window; the paper: 400 px at 0.085 mm)"
+    )
+
+
+def _resampled_shape(shape: tuple[int, int], spacing, target: float | None) -> tuple[int, int]:
+    if target is None or spacing is None:
+        return shape
+    return tuple(max(1, round(n * s / target)) for n, s in zip(shape, spacing, strict=True))
+
+
 def check_window(path: Path, shape: tuple[int, int], window: int) -> None:
     """Refuse a window larger than the image both ways before any crop is allocated: the crops would be mostly
     padding, and an absurd window (``--window 100000``) would allocate gigabytes per lesion."""
@@ -386,7 +417,7 @@ def _resample(pixels: np.ndarray, masks: list[np.ndarray], spacing: tuple[float,
     """Resample to ``target`` mm per pixel; a mask keeps at least its brightest pixel so no lesion vanishes."""
     from skimage.transform import resize
 
-    shape = tuple(max(1, round(n * s / target)) for n, s in zip(pixels.shape, spacing, strict=True))
+    shape = _resampled_shape(pixels.shape, spacing, target)
     if shape == pixels.shape:
         return pixels, masks
     if shape[0] * shape[1] > MAX_PIXELS:  # checked before resize allocates it

@@ -316,12 +316,11 @@ def _check_modality(path: Path, ds: pydicom.Dataset) -> None:
     body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
     if modality in PROJECTION_MODALITIES and body_part in ("", "BREAST"):
         return
-    what = MODALITY_NAMES.get(modality, "not mammography")
-    part = f" of body part {body_part}" if body_part and body_part != "BREAST" else ""
-    raise ImageReadError(
-        f"{path}: DICOM Modality is {modality} ({what}){part}, not a mammogram (MG); birads-calc rates 2-D "
-        "mammograms only"
-    )
+    if modality in PROJECTION_MODALITIES:
+        what = f"Modality {modality} with BodyPartExamined {body_part}"
+    else:
+        what = f"Modality is {modality} ({MODALITY_NAMES.get(modality, 'not mammography')})"
+    raise ImageReadError(f"{path}: DICOM {what}: not a mammogram (MG); birads-calc rates 2-D mammograms only")
 
 
 def _check_spacing(path: Path, ds: pydicom.Dataset) -> None:

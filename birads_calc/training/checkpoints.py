@@ -71,6 +71,7 @@ def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict[
         ) from None
     except (RuntimeError, ValueError, EOFError, KeyError, OSError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = reason.split("  (Could this error message be improved?")[0]  # torch's own appeal, not the cause
         raise CheckpointError(
             f"--ckpt_path {path}: a zip archive but not a PyTorch checkpoint ({reason[:200]}); give a .ckpt file "
             "written by 'birads-calc fit'"

@@ -250,7 +250,8 @@ def summary(name: str, result: Conversion, out: Path, report: Path | None) -> st
     else:
         lines.append(f"convert {name}: nothing could be converted; no manifest written to {out}")
     if result.not_converted:
-        lines.append(f"not converted: {len(result.not_converted)} (each listed in {report})")
+        listed = f" (each listed in {report})" if report else ""
+        lines.append(f"not converted: {len(result.not_converted)}{listed}")
         by_reason: dict[str, list[NotConverted]] = {}
         for record in result.not_converted:
             by_reason.setdefault(record.reason, []).append(record)
