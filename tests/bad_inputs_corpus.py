@@ -1182,6 +1182,58 @@ def _mias_source(root: Path, calcification: bool = True) -> Path:
     return src
 
 
+def _convert_source(root: Path, fmt: str) -> Path:
+    """A one-case source of ``fmt`` that converts cleanly, so a bad option is the only thing wrong."""
+    from tests.adapters_fixtures import (
+        write_cbis_csv,
+        write_inbreast_csv,
+        write_inbreast_plist,
+        write_tcia_case,
+        write_vindr_csv,
+    )
+
+    if fmt == "mini-mias":
+        return _mias_source(root)
+    src = root / fmt
+    src.mkdir()
+    if fmt == "cbis-ddsm":
+        from birads_calc.data.adapters.cbis_ddsm import TRAIN_CSV
+
+        case = dict(n=1, patient="P_00001", folder="Calc-Training_P_00001_LEFT_CC", abn=1, assessment=4,
+                    pathology="MALIGNANT")  # fmt: skip
+        write_cbis_csv(src / TRAIN_CSV, [case])
+        write_tcia_case(src, case, "csv")
+        return src
+    pixels = np.clip(np.random.default_rng(0).normal(1500, 8, (96, 96)), 0, 4095)
+    for r, c in [(30, 30), (36, 40), (28, 44)]:
+        pixels[r : r + 2, c : c + 2] += 900
+    if fmt == "inbreast":
+        write_dicom(src / "AllDICOMs" / "22678622_6c613a14b80a8591_MG_R_CC_ANON.dcm", pixels, bits_stored=12,
+                    pixel_spacing=(0.07, 0.07))  # fmt: skip
+        write_inbreast_plist(src / "AllXML" / "22678622.xml", [("Calcification", [(30.0, 31.0)])])
+        write_inbreast_csv(src / "INbreast.csv", [("R", "CC", "22678622", "4a")])
+        return src
+    write_dicom(src / "images" / "st1" / "img1.dicom", pixels, bits_stored=12, pixel_spacing=None)  # vindr-mammo
+    row = dict(study_id="st1", image_id="img1", laterality="L", view_position="CC", height=96, width=96,
+               finding_categories="['Suspicious Calcification']", finding_birads="BI-RADS 4", xmin=20, ymin=20,
+               xmax=50, ymax=50, split="training")  # fmt: skip
+    write_vindr_csv(src / "finding_annotations.csv", [row])
+    return src
+
+
+def _convert_option(fmt: str, option: str, value: str, *extra: str):
+    """``convert FMT`` of a source that converts, with one option out of its range: refused naming the option,
+    nothing written."""
+
+    def build(root: Path, trained: Trained):
+        src = _convert_source(root, fmt)
+        args = ["convert", fmt, "--src", str(src), "--out", str(root / "out" / "manifest.csv"), *extra,
+                f"--{option}={value}"]  # fmt: skip
+        return args, (option, value), unchanged(root / "out")
+
+    return build
+
+
 def _convert_over_existing(*extra: str, calcification: bool = True):
     """``convert mini-mias`` onto an existing manifest (with masks of its own): refused without --overwrite, kept
     when nothing converts; the previous set (manifest, its masks) must be left exactly as it was."""
@@ -1400,20 +1452,15 @@ COMMAND_CASES += [
     _command23("convert_overwrite_nothing_converts", "--overwrite true, but nothing converts", "convert",
                _convert_over_existing("--overwrite", "true", calcification=False), code=1),
     _command23("convert_seed_negative", "convert cbis-ddsm --seed -1", "convert",
-               _tool("convert", "cbis-ddsm", "--src={root}", "--out={root}/out/m.csv", "--seed=-1",
-                     words=("seed", "-1"))),
+               _convert_option("cbis-ddsm", "seed", "-1")),
     _command23("convert_val_fraction_1", "convert vindr-mammo --val_fraction 1", "convert",
-               _tool("convert", "vindr-mammo", "--src={root}", "--out={root}/out/m.csv", "--val_fraction=1",
-                     words=("val_fraction", "1"))),
-    _command23("convert_spacing_85", "convert vindr-mammo --pixel_spacing_mm 85", "convert",
-               _tool("convert", "vindr-mammo", "--src={root}", "--out={root}/out/m.csv", "--pixel_spacing_mm=85",
-                     words=("pixel_spacing_mm", "85"))),
+               _convert_option("vindr-mammo", "val_fraction", "1")),
+    _command23("convert_spacing_85", "convert vindr-mammo --pixel_spacing_mm 85 (micrometres)", "convert",
+               _convert_option("vindr-mammo", "pixel_spacing_mm", "85")),
     _command23("convert_point_radius_0", "convert inbreast --point_radius 0", "convert",
-               _tool("convert", "inbreast", "--src={root}", "--out={root}/out/m.csv", "--point_radius=0",
-                     words=("point_radius", "0"))),
+               _convert_option("inbreast", "point_radius", "0")),
     _command23("convert_speck_1000mm", "convert mini-mias --detector.max_speck_mm 1000", "convert",
-               _tool("convert", "mini-mias", "--src={root}", "--out={root}/out/m.csv",
-                     "--detector.max_speck_mm=1000", words=("max_speck_mm", "1000"))),
+               _convert_option("mini-mias", "detector.max_speck_mm", "1000")),
     # fit / validate / test / predict: splits, batch, classes, cache folder, windows, what is not a mammogram
     _command23("fit_splits_all_test", "--data.splits with every patient in test", "fit", _splits_all_test),
     _command23("fit_split_ratios_0_0_1", "--data.split_ratios [0,0,1]", "fit",

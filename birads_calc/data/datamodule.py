@@ -217,14 +217,15 @@ class BiradsDataModule(L.LightningDataModule):
         self._malignancy = np.asarray([x.malignancy for x in self.lesions], dtype=np.float32)
         self.splits = {} if stage == "predict" else self._split()  # predict uses every row
         if stage in NEEDED_SPLITS:
-            require_splits(self.splits, self.lesions, NEEDED_SPLITS[stage], self._split_source())
+            needed = NEEDED_SPLITS[stage]
+            if stage == "fit" and getattr(self.trainer, "limit_val_batches", None) == 0:
+                needed = ("train",)  # a fit that never validates (--trainer.limit_val_batches 0)
+            require_splits(self.splits, self.lesions, needed, self._split_source())
         if stage == "fit" and self.record_splits is not None and (self.trainer is None or self.trainer.is_global_zero):
             write_splits(self.record_splits, assignment_of(self.splits, self.lesions))
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
         for name in wanted.get(stage, ("train", "val", "test")):
             self.datasets[name] = self._dataset(name)
-        if stage == "fit":
-            self._check_training_set()
 
     def _split(self) -> dict[str, list[int]]:
         """The pinned split (``splits``) when given, otherwise the manifest's column or the seeded 3:1:1 split."""
@@ -243,8 +244,9 @@ class BiradsDataModule(L.LightningDataModule):
         return f"--data.split_ratios {ratios} (on {patients} patient(s), --data.split_seed {self.hparams.split_seed})"
 
     def _check_training_set(self) -> None:
-        """What the training split and the batch size must allow: refused when a batch would exceed the training
-        windows; warned about when classes of the scale are missing or too few lesions fill a class's share."""
+        """What the training split and the batch size must allow, checked when training asks for its loader:
+        refused when a batch would exceed the training windows; warned about when classes of the scale are missing
+        or too few lesions fill a class's share."""
         train = self.datasets["train"]
         world = int(getattr(self.trainer, "world_size", 1) or 1)
         batch = self.hparams.batch_size * world
@@ -319,6 +321,8 @@ class BiradsDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """(window, lesion) pairs of the training patients: class-balanced mini-batches sharded per DDP rank."""
         dataset = self.datasets.get("train")
+        if dataset is not None and len(dataset):
+            self._check_training_set()
         if dataset is not None and self.hparams.balanced_sampling and len(dataset):
             sampler = BalancedDistributedSampler(
                 dataset.sample_labels, dataset.samples[:, 0], self.hparams.batch_size, seed=training_seed()
