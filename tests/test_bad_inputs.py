@@ -43,14 +43,25 @@ row kept. With ``skip_bad_rows`` the bad row is left out and named in the warnin
 | manifest_is_folder / manifest_missing | folder / typo | error: is a folder / not found |
 | latin1_manifest / xlsx_as_csv / nul_bytes | Latin-1 / workbook / NUL bytes | error: line 2 not UTF-8 / ... |
 | excel_flavoured | BOM, CRLF, "Patient_ID " headers, blank row | valid |
+| ct_slice / dx_chest / rg_breast | Modality CT / DX of the CHEST / RG of the BREAST | error (modality) / valid |
+| blank_dicom / constant_png | every pixel one value | error where pixels are decoded: blank image (size, value) |
+| zero_spacing / absurd_spacing | PixelSpacing 0 / 85 | error: zero pixel spacing / outside 0.01-2 mm |
+| resample_to_huge | 2 mm header resampled to 0.01 mm | error in prepare/data module: more than 134 Mpx |
+| image_fifo / image_dev_null / image_symlink_loop | FIFO / /dev/null / link loop as image | error naming what it is |
+| mask_fifo / mask_symlink_loop | FIFO / link loop as mask | error naming what it is |
+| image_of_two_patients / image_copy_of_two_patients | A's image under C / A's pixels as C's | error on both rows |
+| utf16_manifest / manifest_fifo / manifest_dev_null / manifest_symlink_loop | UTF-16 / FIFO / device / loop | error |
+| formula_cells | '=HYPERLINK(...)', '@C', '-CC' written by write_csv | valid: read back as written |
 
 The trainer commands and ``prepare`` get the corpus too (``COMMAND_CASES``, issue #16): manifest cases above given
 to ``fit``/``validate``/``test``/``predict``, invalid hyperparameters, bad ``--ckpt_path`` files, a ``test`` or
 ``predict`` before any ``fit``, and output folders that cannot be made; each must exit 2 with one message naming
-the option, file or row and no traceback (``test_command_fails_cleanly``).
+the option, file or row and no traceback (``test_command_fails_cleanly``). Issue 23 adds 59 command cases
+(``ISSUE_23_COMMANDS``: check-data, prepare, synth, convert, fit, validate, test, predict) whose builds also return
+a check: nothing overwritten or half-written, and for the once-silent cases the refusal or the warning.
 
-Counts (asserted by ``test_counts`` from the outcomes, :data:`COUNTS`): 58 bad inputs tried, 47 handled with a
-clear error, 11 handled correctly as valid, 0 crashes. Every case's outputs (messages, cache files) are also
+Counts (asserted by ``test_counts`` from the outcomes, :data:`COUNTS`): 78 bad inputs tried, 65 handled with a
+clear error, 13 handled correctly as valid, 0 crashes. Every case's outputs (messages, cache files) are also
 searched for the canary identity the corpus DICOMs carry: none found.
 """
 

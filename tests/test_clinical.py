@@ -185,7 +185,9 @@ def test_a_study_where_the_detector_finds_nothing_is_named_and_left_out(trained,
     blank = pydicom.dcmread(source.filename)  # a second study: one empty (all-air) mammogram, no SEG
     blank.StudyInstanceUID, blank.SeriesInstanceUID, blank.SOPInstanceUID = (pydicom.uid.generate_uid() for _ in "abc")
     blank.file_meta.MediaStorageSOPInstanceUID = blank.SOPInstanceUID
-    blank.PixelData = np.zeros((blank.Rows, blank.Columns), np.uint16).tobytes()
+    # a faint smooth gradient: nothing to detect, yet not one value throughout (read_image refuses a blank image)
+    air = np.tile(np.linspace(0, 40, blank.Columns), (blank.Rows, 1)).astype(np.uint16)
+    blank.PixelData = air.tobytes()
     blank.save_as(both / "blank.dcm")
     uids = sorted([str(source.StudyInstanceUID), str(blank.StudyInstanceUID)])  # study-N: the folder's UID order
     key = f"study-{uids.index(str(blank.StudyInstanceUID)) + 1}"
