@@ -11,6 +11,7 @@ setup), and counts the outcomes.
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,15 +78,19 @@ def good_image(root: Path, name: str, **kwargs) -> Path:
     return good_dicom(root / "images" / name, **kwargs)
 
 
-def good_dicom(path: Path, **kwargs) -> Path:
+def good_dicom(path: Path, mark: int = 0, **kwargs) -> Path:
+    """The corpus image; ``mark`` brightens its far corner so that each patient's image is its own (identical pixels
+    under two patients are reported as one mammogram listed twice)."""
     kwargs.setdefault("bits_stored", 12)
-    return write_dicom(path, _stored_with_lesion(3000, 1000), **kwargs)
+    stored = _stored_with_lesion(3000, 1000)
+    stored[-1, -1] += mark
+    return write_dicom(path, stored, **kwargs)
 
 
 def good_rows(root: Path) -> list[dict]:
     rows = []
     for patient in ("A", "B"):
-        good_image(root, f"{patient}.dcm", patient_id=patient)
+        good_image(root, f"{patient}.dcm", patient_id=patient, mark=ord(patient))
         write_mask(root / "masks" / f"{patient}.png", LESION)
         rows.append({"patient_id": patient, "image": f"images/{patient}.dcm", "mask": f"masks/{patient}.png"})
         rows[-1].update(birads="4A", pathology="malignant", lesion_id=f"{patient}_0")
@@ -576,7 +581,7 @@ CASES: list[Case] = [
     Case(
         "mask_missing", "mask file absent", mask_case(lambda p: None, ("file not found",), name="gone.png", reader=None)
     ),
-    Case("mask_is_folder", "a folder where the mask should be", mask_case(lambda p: p.mkdir(), ("directory",))),
+    Case("mask_is_folder", "a folder where the mask should be", mask_case(lambda p: p.mkdir(), ("is a folder",))),
     Case(
         "mask_zero_one",
         "valid: mask stored as 0/1 (looks black)",
@@ -667,6 +672,172 @@ def _label_missing(root: Path) -> Built:
     built = row_case(root, ("missing BI-RADS label",), birads="")
     built.valid_in = frozenset({"prepare"})  # prepare serves predict too: labels optional there, not in fit
     return built
+
+
+# -- not a mammogram, not a file, one image under two patients (issue 23) --------------------------------------------
+ISSUE_23_CASES: list[str] = []  # names of the cases added by issue 23 (docs/reliability.md counts them apart)
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)  # reading it would block until something writes to it
+
+
+def _symlink_loop(path: Path) -> None:
+    path.symlink_to(path.name)  # a link to itself: ELOOP
+
+
+def _modality(modality: str, body_part: str | None = None) -> Callable[[Path], None]:
+    extra = {"BodyPartExamined": body_part} if body_part else {}
+    return lambda path: _edit_dicom(path, _set(Modality=modality, **extra))
+
+
+def _spacing(value: float) -> Callable[[Path], None]:
+    return lambda path: _edit_dicom(path, _set(PixelSpacing=[value, value], ImagerPixelSpacing=[value, value]))
+
+
+def _blank(root: Path, name: str, write: Callable[[Path], object]) -> Built:
+    """A blank image: refused where pixels are decoded (the reader, prepare, the data module); check-data and
+    read_manifest read headers only."""
+    built = image_case(write, ("blank image", "the same value"), name=name)(root)
+    built.valid_in = frozenset({"read_manifest", "check-data"})
+    return built
+
+
+def _resampled_to_huge(root: Path) -> Built:
+    """Row 3's header says 2 mm per pixel and prepare resamples to 0.01 mm: 64 px would become 12800 px per side
+    (164 Mpx), refused before anything is allocated; the file itself is valid."""
+    built = image_case(_spacing(2.0), ("would make the 64 x 64 px image 12800 x 12800 px", "more than 134 Mpx"))(root)
+    built.valid_in = frozenset({"reader", "read_manifest", "check-data"})
+    built.options = {"pixel_spacing_mm": 0.01}
+    return built
+
+
+def _image_of_another_patient(root: Path) -> Built:
+    """Row 3 (patient C) names patient A's image."""
+    return row_case(root, ("image is also listed under patient 'A' (row 1)", "train and test"), image="images/A.dcm",
+                    at_fault="image")  # fmt: skip
+
+
+def _copy_of_another_patients_image(root: Path) -> Built:
+    """Row 3's image is A's pixel data re-exported under patient id C (another file, another header)."""
+    good_rows(root)
+    ds = pydicom.dcmread(root / "images" / "A.dcm")
+    ds.PatientID = "C"
+    ds.save_as(root / "images" / "C.dcm")
+    built = row_case(root, ("same pixel data as the image of patient 'A' (row 1",), at_fault="image")
+    built.fragments += (str(root / "images" / "A.dcm"),)
+    return built
+
+
+def _utf16(root: Path, path: Path) -> Path:
+    write_manifest(path, good_rows(root))
+    path.write_bytes(path.read_text().encode("utf-16"))  # what Excel's "Unicode Text" export holds (with a BOM)
+    return path
+
+
+def _special_manifest(make: Callable[[Path], object]) -> Callable[[Path, Path], Path]:
+    def write(root: Path, path: Path) -> Path:
+        good_rows(root)
+        made = make(path)
+        return made if isinstance(made, Path) else path
+
+    return write
+
+
+def _formula_cells(root: Path) -> Built:
+    """A manifest written by birads_calc.io.write_csv whose row 3 has cells a spreadsheet would run: escaped on
+    writing, read back as they were."""
+    from birads_calc.io import write_csv
+
+    good_image(root, "C.dcm", patient_id="C")
+    write_mask(root / "masks" / "C.png", LESION)
+    row = {"patient_id": "@C", "image": "images/C.dcm", "mask": "masks/C.png", "birads": "3",
+           "lesion_id": '=HYPERLINK("http://x","y")', "view": "-CC"}  # fmt: skip
+    manifest = write_csv(root / "manifest.csv", [*good_rows(root), row], MANIFEST_COLUMNS)
+    return Built(manifest, check={"lesions": expect_lesions(patient_id="@C", lesion_id=row["lesion_id"], view="-CC")})
+
+
+def _case23(*args) -> Case:
+    ISSUE_23_CASES.append(args[0])
+    return Case(*args)
+
+
+CASES += [
+    _case23("ct_slice", "a CT slice (Modality CT) as the image", image_case(_modality("CT"), ("Modality is CT",))),
+    _case23(
+        "dx_chest",
+        "a chest radiograph (Modality DX, BodyPartExamined CHEST)",
+        image_case(_modality("DX", "CHEST"), ("Modality DX with BodyPartExamined CHEST", "not a mammogram")),
+    ),
+    _case23(
+        "rg_breast",
+        "valid: Modality RG, BodyPartExamined BREAST (as the WG-04 MG1 image)",
+        _valid(image_case(_modality("RG", "BREAST"), ()), cache=expect_cached_centre(3000 / 4095)),
+    ),
+    _case23(
+        "blank_dicom",
+        "an all-zero DICOM",
+        lambda root: _blank(root, "C.dcm", lambda p: _plain_dicom(p, np.zeros((SIZE, SIZE)), bits_stored=12)),
+    ),
+    _case23(
+        "constant_png",
+        "a PNG of one gray value",
+        lambda root: _blank(root, "C.png", _png(np.full((SIZE, SIZE), 128, np.uint8))),
+    ),
+    _case23(
+        "zero_spacing", "PixelSpacing 0\\0", image_case(_spacing(0.0), ("PixelSpacing is 0", "zero pixel spacing"))
+    ),
+    _case23(
+        "absurd_spacing",
+        "PixelSpacing 85 (micrometres written as mm)",
+        image_case(_spacing(85.0), ("PixelSpacing is 85", "outside 0.01-2 mm")),
+    ),
+    _case23("resample_to_huge", "a 2 mm header resampled to 0.01 mm per pixel", lambda root: _resampled_to_huge(root)),
+    _case23("image_fifo", "a named pipe as the image", image_case(_fifo, ("named pipe (FIFO)",), name="fifo.dcm")),
+    _case23(
+        "image_dev_null",
+        "/dev/null as the image",
+        lambda root: row_case(root, ("is a device",), image="/dev/null", at_fault="image", reader="image"),
+    ),
+    _case23(
+        "image_symlink_loop",
+        "an image link that points to itself",
+        image_case(_symlink_loop, ("symbolic link loop",), name="loop.dcm"),
+    ),
+    _case23("mask_fifo", "a named pipe as the mask", mask_case(_fifo, ("named pipe (FIFO)",), name="fifo.png")),
+    _case23(
+        "mask_symlink_loop",
+        "a mask link that points to itself",
+        mask_case(_symlink_loop, ("symbolic link loop",), name="loop.png"),
+    ),
+    _case23("image_of_two_patients", "row 3 (patient C) names patient A's image", _image_of_another_patient),
+    _case23(
+        "image_copy_of_two_patients",
+        "patient A's image re-exported as patient C's",
+        _copy_of_another_patients_image,
+    ),
+    _case23("utf16_manifest", "a UTF-16 manifest (Excel 'Unicode Text')", manifest_case(_utf16, ("is UTF-16 text",))),
+    _case23(
+        "manifest_fifo",
+        "a named pipe as the manifest",
+        manifest_case(_special_manifest(_fifo), ("named pipe (FIFO)",)),
+    ),
+    _case23(
+        "manifest_dev_null",
+        "/dev/null as the manifest",
+        manifest_case(_special_manifest(lambda path: Path("/dev/null")), ("is a device",)),
+    ),
+    _case23(
+        "manifest_symlink_loop",
+        "a manifest link that points to itself",
+        manifest_case(_special_manifest(_symlink_loop), ("symbolic link loop",)),
+    ),
+    _case23(
+        "formula_cells",
+        "valid: cells '=HYPERLINK(...)', '@C', '-CC' written by write_csv (escaped) and read back as they were",
+        _formula_cells,
+    ),
+]
 
 
 # -- the trainer commands (fit, validate, test, predict) and prepare, through the program's error boundary ---------
@@ -913,3 +1084,439 @@ COMMAND_CASES: list[CommandCase] = [
         _prepare("--num_classes=5", words=("num_classes",)),
     ),
 ]
+
+
+# -- issue 23: the data tools and the trainer commands meet what the data layer refuses ------------------------------
+# A build may return a third item, ``check(text)``: what must hold after the command besides its exit code and words
+# (nothing overwritten or half-written; for a case that used to pass silently, its refusal or warning).
+ISSUE_23_COMMANDS: list[str] = []
+
+
+def _command23(name: str, what: str, command: str, build: Callable, code: int = 2) -> CommandCase:
+    ISSUE_23_COMMANDS.append(name)
+    return CommandCase(name, what, command, build, code)
+
+
+def unchanged(*paths: Path) -> Callable[[str], None]:
+    """A check that every path still holds what it held when the case was built (bytes, or still absent)."""
+    before = {path: _content(path) for path in paths}
+
+    def check(text: str) -> None:
+        for path, content in before.items():
+            assert _content(path) == content, f"{path} was changed, created or removed"
+
+    return check
+
+
+def _content(path: Path) -> bytes | dict[str, bytes] | None:
+    """A file's bytes, a folder's files (an empty folder counts as absent: nothing was written), or None."""
+    if path.is_dir():
+        return {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*") if p.is_file()} or None
+    return path.read_bytes() if path.is_file() else None
+
+
+def _tool(command: str, *args: str, words: tuple[str, ...] = (), keep: tuple[str, ...] = ()):
+    """``birads-calc COMMAND ARGS`` where ``{root}`` in an argument is the case's folder; ``keep``: paths under it
+    that must be left as they were (created by ``_plant`` first when named ``file``/``manifest.csv``)."""
+
+    def build(root: Path, trained: Trained):
+        _plant(root)
+        argv = [command, *(a.format(root=root, manifest=trained.manifest) for a in args)]
+        return argv, tuple(w.format(root=root) for w in words), unchanged(*(root / k for k in keep), root / "out")
+
+    return build
+
+
+def _plant(root: Path) -> None:
+    """What the tool cases point at: a plain file (``file``) and an existing dataset folder (``data``)."""
+    (root / "file").write_text("a file, not a folder\n")
+
+
+def _manifest_case(command: str, name: str, *extra: str, code_words: tuple[str, ...] = ()):
+    """A case of :data:`CASES` given to ``check-data`` or ``prepare``: its row, file and words must be named, and
+    the manifest and its files left as they were."""
+
+    def build(root: Path, trained: Trained):
+        built = next(c for c in CASES if c.name == name).build(root)
+        words = [*built.fragments, *code_words, *([f"row {built.row}"] if built.row is not None else [])]
+        words.append(str(built.file))
+        cache = (
+            [f"--cache_dir={root / 'cache'}", f"--window={WINDOW}", f"--stride={STRIDE}"]
+            if command == "prepare"
+            else []
+        )
+        check = unchanged(*(p for p in (built.manifest, root / "images", root / "masks") if not _special(p)))
+        return [command, str(built.manifest), *cache, *extra], tuple(words), check
+
+    return build
+
+
+def _special(path: Path) -> bool:
+    return not path.exists() or not (path.is_file() or path.is_dir())
+
+
+def _trainer_case(command: str, name: str, *extra: str):
+    """A case of :data:`CASES` given to a trainer command (with the trained checkpoint where one is needed)."""
+
+    def build(root: Path, trained: Trained):
+        built = next(c for c in CASES if c.name == name).build(root)
+        ckpt = [] if command == "fit" else ["--ckpt_path", str(trained.checkpoint)]
+        args = trainer_args(command, trained, *ckpt, *extra, manifest=built.manifest, runs=root / "runs")
+        words = (*built.fragments, f"row {built.row}", str(built.file))
+        return args, words, unchanged(trained.checkpoint.parent.parent)
+
+    return build
+
+
+def _mias_source(root: Path, calcification: bool = True) -> Path:
+    """A one-image mini-MIAS folder: Info.txt and a 128 x 128 PGM with three bright specks in the circle."""
+    src = root / "mias"
+    src.mkdir()
+    pixels = np.clip(np.random.default_rng(0).normal(120, 4, (128, 128)), 0, 255)
+    pixels[:, :10] = 0
+    for r, c in [(60, 60), (66, 70), (58, 72)]:
+        pixels[r : r + 2, c : c + 2] = 250
+    Image.fromarray(pixels.astype(np.uint8)).save(src / "mdb001.pgm")
+    line = "mdb001 G CALC B 66 64 15" if calcification else "mdb001 G NORM"
+    (src / "Info.txt").write_text(f"mini-MIAS\n{line}\n")
+    return src
+
+
+def _convert_source(root: Path, fmt: str) -> Path:
+    """A one-case source of ``fmt`` that converts cleanly, so a bad option is the only thing wrong."""
+    from tests.adapters_fixtures import (
+        write_cbis_csv,
+        write_inbreast_csv,
+        write_inbreast_plist,
+        write_tcia_case,
+        write_vindr_csv,
+    )
+
+    if fmt == "mini-mias":
+        return _mias_source(root)
+    src = root / fmt
+    src.mkdir()
+    if fmt == "cbis-ddsm":
+        from birads_calc.data.adapters.cbis_ddsm import TRAIN_CSV
+
+        case = dict(n=1, patient="P_00001", folder="Calc-Training_P_00001_LEFT_CC", abn=1, assessment=4,
+                    pathology="MALIGNANT")  # fmt: skip
+        write_cbis_csv(src / TRAIN_CSV, [case])
+        write_tcia_case(src, case, "csv")
+        return src
+    pixels = np.clip(np.random.default_rng(0).normal(1500, 8, (96, 96)), 0, 4095)
+    for r, c in [(30, 30), (36, 40), (28, 44)]:
+        pixels[r : r + 2, c : c + 2] += 900
+    if fmt == "inbreast":
+        write_dicom(src / "AllDICOMs" / "22678622_6c613a14b80a8591_MG_R_CC_ANON.dcm", pixels, bits_stored=12,
+                    pixel_spacing=(0.07, 0.07))  # fmt: skip
+        write_inbreast_plist(src / "AllXML" / "22678622.xml", [("Calcification", [(30.0, 31.0)])])
+        write_inbreast_csv(src / "INbreast.csv", [("R", "CC", "22678622", "4a")])
+        return src
+    write_dicom(src / "images" / "st1" / "img1.dicom", pixels, bits_stored=12, pixel_spacing=None)  # vindr-mammo
+    row = dict(study_id="st1", image_id="img1", laterality="L", view_position="CC", height=96, width=96,
+               finding_categories="['Suspicious Calcification']", finding_birads="BI-RADS 4", xmin=20, ymin=20,
+               xmax=50, ymax=50, split="training")  # fmt: skip
+    write_vindr_csv(src / "finding_annotations.csv", [row])
+    return src
+
+
+def _convert_option(fmt: str, option: str, value: str, *extra: str):
+    """``convert FMT`` of a source that converts, with one option out of its range: refused naming the option,
+    nothing written."""
+
+    def build(root: Path, trained: Trained):
+        src = _convert_source(root, fmt)
+        args = ["convert", fmt, "--src", str(src), "--out", str(root / "out" / "manifest.csv"), *extra,
+                f"--{option}={value}"]  # fmt: skip
+        return args, (option, value), unchanged(root / "out")
+
+    return build
+
+
+def _convert_over_existing(*extra: str, calcification: bool = True):
+    """``convert mini-mias`` onto an existing manifest (with masks of its own): refused without --overwrite, kept
+    when nothing converts; the previous set (manifest, its masks) must be left exactly as it was."""
+
+    def build(root: Path, trained: Trained):
+        src = _mias_source(root, calcification)
+        out = root / "data" / "manifest.csv"
+        write_mask(root / "data" / "masks" / "mini-mias" / "old.png", LESION)
+        out.write_text("patient_id,image,mask\nold,/x.pgm,masks/mini-mias/old.png\n")
+        args = ["convert", "mini-mias", "--src", str(src), "--out", str(out), *extra]
+        words = (str(out), "--overwrite true") if not extra else (str(out), "left as they were")
+        return args, words, unchanged(root / "data")
+
+    return build
+
+
+def _splits_all_test(root: Path, trained: Trained):
+    """``--data.splits`` naming every patient of the manifest as a test patient: nothing to train on."""
+    from birads_calc.data.manifest import read_manifest
+    from birads_calc.io import write_csv
+
+    patients = sorted({x.patient_id for x in read_manifest(trained.manifest, check_files=False)})
+    rows = [{"patient_id": p, "split": "test"} for p in patients]
+    splits = write_csv(root / "splits.csv", rows, ["patient_id", "split"])
+    args = trainer_args("fit", trained, "--data.splits", str(splits), runs=root / "runs")
+    return args, ("split file", str(splits), "no patient of the manifest in the train and val split"), None
+
+
+def _test_patients_removed(root: Path, trained: Trained):
+    """``test`` of the run on a manifest without the run's test patients: its pinned test split is empty."""
+    from birads_calc.io import write_csv
+
+    run = trained.checkpoint.parent.parent
+    gone = {r["patient_id"] for r in _rows(run / "splits.csv") if r["split"] == "test"}
+    columns, rows = list(_rows(trained.manifest)[0]), _rows(trained.manifest)
+    for row in rows:  # absolute paths: the edited manifest lives in this case's folder
+        row["image"], row["mask"] = (str(trained.manifest.parent / row[c]) for c in ("image", "mask"))
+    manifest = write_csv(root / "manifest.csv", [r for r in rows if r["patient_id"] not in gone], columns)
+    args = trainer_args("test", trained, "--ckpt_path", str(trained.checkpoint), manifest=manifest)
+    words = (str(run / "splits.csv"), "no patient of the manifest in the test split")
+    return args, words, unchanged(run)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV, read with the csv module alone (cells as they are in the file)."""
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _relabelled(root: Path, labels: dict[str, str], splits: dict[str, str] | None = None) -> Path:
+    """A tiny dataset (8 patients, 2 lesions each, classes cycling) with some lesions relabelled and, optionally,
+    a split column: the data of the cases whose training split misses or thins classes."""
+    from tests.factories import make_tiny_dataset
+
+    manifest = make_tiny_dataset(root / "data", patients=8, size=96)
+    with manifest.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row["birads"] = labels.get(row["lesion_id"], labels.get(row["birads"], row["birads"]))
+        row["split"] = (splits or {}).get(row["patient_id"], "")
+    return write_manifest(manifest, rows)
+
+
+def _fit_warns(manifest_of: Callable[[Path], Path], *extra: str, words: tuple[str, ...]):
+    """A ``fit`` that runs (exit 0) and must say what it warned about."""
+
+    def build(root: Path, trained: Trained):
+        return trainer_args("fit", trained, *extra, manifest=manifest_of(root), runs=root / "runs"), words, None
+
+    return build
+
+
+def _cache_dir_is_file(root: Path, trained: Trained):
+    _plant(root)
+    args = trainer_args("fit", trained, "--data.cache_dir", str(root / "file"), runs=root / "runs")
+    return args, (str(root / "file"), "is a file, not a folder"), unchanged(root / "file")
+
+
+def _checkpoint_file(write: Callable[[Path, Trained], Path], command: str, *words: str):
+    def build(root: Path, trained: Trained):
+        path = write(root, trained)
+        args = trainer_args(command, trained, "--ckpt_path", str(path), runs=root / "runs")
+        return args, (str(path), *words), unchanged(trained.checkpoint.parent.parent)
+
+    return build
+
+
+def _foreign_zip(root: Path, trained: Trained) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(root / "model.ckpt", "w") as archive:  # a zip, but of a report, not of a checkpoint
+        archive.writestr("report/summary.txt", "QWK 0.7\n")
+    return root / "model.ckpt"
+
+
+def _bare_weights(root: Path, trained: Trained) -> Path:
+    import torch
+
+    weights = torch.load(trained.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    torch.save(weights, root / "weights.ckpt")  # torch.save(model.state_dict()): no method, scale or window
+    return root / "weights.ckpt"
+
+
+def _garbage_pickle(root: Path, trained: Trained) -> Path:
+    """A zip laid out like a checkpoint whose pickle is not one (a copy corrupted inside the archive)."""
+    import zipfile
+
+    with zipfile.ZipFile(root / "corrupt.ckpt", "w") as archive:
+        archive.writestr("corrupt/data.pkl", b"garbage that is no pickle")
+        archive.writestr("corrupt/version", "3\n")
+    return root / "corrupt.ckpt"
+
+
+def _fifo_ckpt(root: Path, trained: Trained) -> Path:
+    os.mkfifo(root / "pipe.ckpt")
+    return root / "pipe.ckpt"
+
+
+def _predict_formula_cells(root: Path, trained: Trained):
+    """``predict`` on lesion ids a spreadsheet would run as formulas: predictions.csv holds them escaped (a leading
+    apostrophe), and birads_calc.io.read_csv gives them back as they were."""
+    from birads_calc.io import write_csv
+
+    rows = _rows(trained.manifest)
+    columns = list(rows[0])
+    for k, row in enumerate(rows):
+        row["image"], row["mask"] = (str(trained.manifest.parent / row[c]) for c in ("image", "mask"))
+        row["lesion_id"] = ("=1+2", "+SUM(A1)", "-2+3", '@HYPERLINK("x")')[k % 4] + f"_{k}"
+    manifest = write_csv(root / "manifest.csv", rows, columns)
+    out = root / "predicted"
+    args = trainer_args("predict", trained, "--ckpt_path", str(trained.checkpoint), "--predict_dir", str(out),
+                        "--overlays", "false", manifest=manifest)  # fmt: skip
+
+    def check(text: str) -> None:
+        raw = _rows(out / "predictions.csv")
+        assert raw and all(r["lesion_id"].startswith("'") for r in raw), [r["lesion_id"] for r in raw]
+        assert sorted(r["lesion_id"][1:] for r in raw) == sorted(r["lesion_id"] for r in rows)  # one apostrophe
+        texts = [v for r in raw for v in r.values()]
+        assert not any(v.startswith(("=", "+", "@")) for v in texts), texts  # numbers may start with '-'
+
+    return args, (), check
+
+
+COMMAND_CASES += [
+    # check-data: one image under two patients, not a mammogram, files that are not files, encodings, classes
+    _command23("check_data_image_two_patients", "an image under patients A and C", "check-data",
+               _manifest_case("check-data", "image_of_two_patients")),
+    _command23("check_data_image_copy", "A's image re-exported as C's", "check-data",
+               _manifest_case("check-data", "image_copy_of_two_patients")),
+    _command23("check_data_ct_slice", "a CT slice", "check-data", _manifest_case("check-data", "ct_slice")),
+    _command23("check_data_dx_chest", "a chest radiograph", "check-data", _manifest_case("check-data", "dx_chest")),
+    _command23("check_data_zero_spacing", "PixelSpacing 0", "check-data",
+               _manifest_case("check-data", "zero_spacing")),
+    _command23("check_data_absurd_spacing", "PixelSpacing 85", "check-data",
+               _manifest_case("check-data", "absurd_spacing")),
+    _command23("check_data_utf16", "a UTF-16 manifest", "check-data", _manifest_case("check-data", "utf16_manifest")),
+    _command23("check_data_manifest_fifo", "a FIFO as manifest", "check-data",
+               _manifest_case("check-data", "manifest_fifo")),
+    _command23("check_data_manifest_dev_null", "/dev/null as manifest", "check-data",
+               _manifest_case("check-data", "manifest_dev_null")),
+    _command23("check_data_manifest_loop", "a link loop as manifest", "check-data",
+               _manifest_case("check-data", "manifest_symlink_loop")),
+    _command23("check_data_image_fifo", "a FIFO as image", "check-data", _manifest_case("check-data", "image_fifo")),
+    _command23("check_data_image_dev_null", "/dev/null as image", "check-data",
+               _manifest_case("check-data", "image_dev_null")),
+    _command23("check_data_mask_loop", "a link loop as mask", "check-data",
+               _manifest_case("check-data", "mask_symlink_loop")),
+    _command23(
+        "check_data_classes_2_and_3",
+        "a manifest with classes 2 and 3 only: warned, naming the missing classes",
+        "check-data",
+        lambda root, trained: (["check-data", str(_relabelled(root, {"4A": "2", "4B": "3", "4C": "2", "5": "3"}))],
+                               ("warning: the manifest has no lesion of BI-RADS 4A, 4B, 4C, 5",), None),
+        code=0,
+    ),
+    # prepare: the cache folder, sizes against the image, spacings, pixels that are no mammogram
+    _command23("prepare_cache_dir_is_file", "prepare --cache_dir FILE", "prepare",
+               _tool("prepare", "{manifest}", "--cache_dir={root}/file",
+                     words=("{root}/file", "is a file, not a folder"),
+                     keep=("file",))),
+    _command23("prepare_window_100000", "prepare --window 100000", "prepare",
+               _tool("prepare", "{manifest}", "--window=100000", "--stride=100000", "--cache_dir={root}/out",
+                     words=("window 100000 px is larger than every image", "at most 96 px", "--window"))),
+    _command23("prepare_spacing_0_001", "prepare --pixel_spacing_mm 0.001", "prepare",
+               _tool("prepare", "{manifest}", "--pixel_spacing_mm=0.001", "--cache_dir={root}/out",
+                     words=("pixel_spacing_mm", "0.001"))),
+    _command23("prepare_spacing_nan", "prepare --pixel_spacing_mm nan", "prepare",
+               _tool("prepare", "{manifest}", "--pixel_spacing_mm=nan", "--cache_dir={root}/out",
+                     words=("pixel_spacing_mm", "nan"))),
+    _command23("prepare_resample_too_large", "a 2 mm header resampled to 0.01 mm", "prepare",
+               _manifest_case("prepare", "resample_to_huge", "--pixel_spacing_mm=0.01")),
+    _command23("prepare_zero_spacing", "PixelSpacing 0 with resampling", "prepare",
+               _manifest_case("prepare", "zero_spacing", "--pixel_spacing_mm=0.2")),
+    _command23("prepare_blank_dicom", "an all-zero DICOM", "prepare", _manifest_case("prepare", "blank_dicom")),
+    _command23("prepare_constant_png", "a one-value PNG", "prepare", _manifest_case("prepare", "constant_png")),
+    _command23("prepare_ct_slice", "a CT slice", "prepare", _manifest_case("prepare", "ct_slice")),
+    _command23("prepare_image_copy", "A's image as C's", "prepare",
+               _manifest_case("prepare", "image_copy_of_two_patients")),
+    # synth: every option typed
+    _command23("synth_seed_negative", "synth --seed -1", "synth",
+               _tool("synth", "--out={root}/out", "--seed=-1", words=("seed", "-1"))),
+    _command23("synth_seed_2_32", "synth --seed 4294967296", "synth",
+               _tool("synth", "--out={root}/out", "--seed=4294967296", words=("seed", "4294967296"))),
+    _command23("synth_patients_0", "synth --patients 0", "synth",
+               _tool("synth", "--out={root}/out", "--patients=0", words=("patients", "0"))),
+    _command23("synth_image_size_huge", "synth --image_size 100000 100000", "synth",
+               _tool("synth", "--out={root}/out", "--image_size", "100000", "100000", words=("image_size", "100000"))),
+    _command23("synth_spacing_85", "synth --pixel_spacing 85 (micrometres)", "synth",
+               _tool("synth", "--out={root}/out", "--pixel_spacing=85", words=("pixel_spacing", "85"))),
+    _command23("synth_workers_0", "synth --workers 0", "synth",
+               _tool("synth", "--out={root}/out", "--workers=0", words=("workers", "0"))),
+    _command23("synth_num_classes_5", "synth --num_classes 5", "synth",
+               _tool("synth", "--out={root}/out", "--num_classes=5", words=("num_classes", "5"))),
+    # convert: an existing manifest is never replaced without --overwrite; typed options
+    _command23("convert_existing_manifest", "convert onto an existing manifest", "convert", _convert_over_existing()),
+    _command23("convert_overwrite_nothing_converts", "--overwrite true, but nothing converts", "convert",
+               _convert_over_existing("--overwrite", "true", calcification=False), code=1),
+    _command23("convert_seed_negative", "convert cbis-ddsm --seed -1", "convert",
+               _convert_option("cbis-ddsm", "seed", "-1")),
+    _command23("convert_val_fraction_1", "convert vindr-mammo --val_fraction 1", "convert",
+               _convert_option("vindr-mammo", "val_fraction", "1")),
+    _command23("convert_spacing_85", "convert vindr-mammo --pixel_spacing_mm 85 (micrometres)", "convert",
+               _convert_option("vindr-mammo", "pixel_spacing_mm", "85")),
+    _command23("convert_point_radius_0", "convert inbreast --point_radius 0", "convert",
+               _convert_option("inbreast", "point_radius", "0")),
+    _command23("convert_speck_1000mm", "convert mini-mias --detector.max_speck_mm 1000", "convert",
+               _convert_option("mini-mias", "detector.max_speck_mm", "1000")),
+    # fit / validate / test / predict: splits, batch, classes, cache folder, windows, what is not a mammogram
+    _command23("fit_splits_all_test", "--data.splits with every patient in test", "fit", _splits_all_test),
+    _command23("fit_split_ratios_0_0_1", "--data.split_ratios [0,0,1]", "fit",
+               lambda root, trained: (trainer_args("fit", trained, "--data.split_ratios=[0,0,1]", runs=root / "runs"),
+                                      ("--data.split_ratios [0.0, 0.0, 1.0]", "no patient of the manifest in the "
+                                       "train and val split"), None)),
+    _command23("fit_split_ratios_negative", "--data.split_ratios [-1,1,1]", "fit",
+               lambda root, trained: (trainer_args("fit", trained, "--data.split_ratios=[-1,1,1]", runs=root / "runs"),
+                                      ("--data.split_ratios [-1.0, 1.0, 1.0]", "non-negative"), None)),
+    _command23("fit_split_seed_negative", "--data.split_seed -1", "fit", _option("fit", "data.split_seed", "-1")),
+    _command23("fit_pixel_spacing_85", "--data.pixel_spacing_mm 85", "fit",
+               _option("fit", "data.pixel_spacing_mm", "85")),
+    _command23("test_test_patients_removed", "test after the run's test patients left the manifest", "test",
+               _test_patients_removed),
+    _command23("fit_batch_above_windows", "--data.batch_size 4096 on a few hundred windows", "fit",
+               lambda root, trained: (trainer_args("fit", trained, "--data.batch_size", "4096", runs=root / "runs"),
+                                      ("--data.batch_size 4096 is larger than the", "training windows"), None)),
+    _command23(
+        "fit_classes_2_and_3",
+        "a training split of classes 2 and 3 only: warned, naming the missing classes",
+        "fit",
+        _fit_warns(lambda root: _relabelled(root, {"4A": "2", "4B": "3", "4C": "2", "5": "3"}),
+                   words=("has no lesion of BI-RADS 4A, 4B, 4C, 5",)),
+        code=0,
+    ),
+    _command23(
+        "fit_one_lesion_class",
+        "a class with one training lesion and class-balanced batches of 12: warned",
+        "fit",
+        _fit_warns(lambda root: _relabelled(root, {"P003_0_1": "2"}, {**{f"P00{i}": "train" for i in range(6)},
+                   "P006": "val", "P007": "test"}), "--data.batch_size", "12",
+                   words=("3: 1 lesion(s), each about 2.0 times per batch", "--data.batch_size")),
+        code=0,
+    ),
+    _command23("fit_cache_dir_is_file", "--data.cache_dir FILE", "fit",
+               _cache_dir_is_file),
+    _command23("fit_window_100000", "--data.window 100000", "fit",
+               lambda root, trained: (trainer_args("fit", trained, "--data.window", "100000", "--data.stride",
+                                                   "100000", runs=root / "runs"),
+                                      ("window 100000 px is larger than every image", "--data.window"), None)),
+    _command23("fit_image_two_patients", "fit: an image under two patients", "fit",
+               _trainer_case("fit", "image_of_two_patients")),
+    _command23("fit_image_copy", "fit: A's image as C's", "fit", _trainer_case("fit", "image_copy_of_two_patients")),
+    _command23("predict_ct_slice", "predict: a CT slice", "predict", _trainer_case("predict", "ct_slice")),
+    _command23("predict_blank_dicom", "predict: an all-zero DICOM", "predict",
+               _trainer_case("predict", "blank_dicom")),
+    _command23("test_ckpt_foreign_zip", "--ckpt_path: a zip of something else", "test",
+               _checkpoint_file(_foreign_zip, "test", "a zip archive but not a PyTorch checkpoint")),
+    _command23("test_ckpt_bare_weights", "--ckpt_path: torch.save(state_dict)", "test",
+               _checkpoint_file(_bare_weights, "test", "bare weights", "not a Lightning checkpoint")),
+    _command23("test_ckpt_garbage_pickle", "--ckpt_path: a zip whose data.pkl is not a pickle", "test",
+               _checkpoint_file(_garbage_pickle, "test", "its data cannot be unpickled")),
+    _command23("predict_ckpt_fifo", "--ckpt_path: a FIFO", "predict",
+               _checkpoint_file(_fifo_ckpt, "predict", "named pipe (FIFO)")),
+    _command23("validate_ckpt_dev_null", "--ckpt_path /dev/null", "validate",
+               _checkpoint_file(lambda root, trained: Path("/dev/null"), "validate", "is a device")),
+    _command23("predict_formula_lesion_ids", "lesion ids '=1+2', '+SUM(A1)', '@HYPERLINK(...)'", "predict",
+               _predict_formula_cells, code=0),
+]  # fmt: skip

@@ -51,7 +51,9 @@ def vindr_folder(tmp_path):
     rng = np.random.default_rng(0)
     pixels, specks = image_with_specks(rng)
     write_dicom(src / "images" / "st1" / "img1.dicom", pixels, bits_stored=12, window=(2200, 2000))
-    write_dicom(src / "images" / "st2" / "img2.dicom", pixels, bits_stored=12, window=(2200, 2000))
+    other = pixels.copy()  # another study's image: identical pixels would be one mammogram under two patients
+    other[0, 0] += 1
+    write_dicom(src / "images" / "st2" / "img2.dicom", other, bits_stored=12, window=(2200, 2000))
     box_a = (-3.25, 12.5, 45.75, 70.1)  # slightly negative xmin, as in the real file
     rows = [
         row("st1", "img1", ["Suspicious Calcification"], "BI-RADS 4", box_a),  # row 1

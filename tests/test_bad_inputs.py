@@ -43,20 +43,33 @@ row kept. With ``skip_bad_rows`` the bad row is left out and named in the warnin
 | manifest_is_folder / manifest_missing | folder / typo | error: is a folder / not found |
 | latin1_manifest / xlsx_as_csv / nul_bytes | Latin-1 / workbook / NUL bytes | error: line 2 not UTF-8 / ... |
 | excel_flavoured | BOM, CRLF, "Patient_ID " headers, blank row | valid |
+| ct_slice / dx_chest / rg_breast | Modality CT / DX of the CHEST / RG of the BREAST | error (modality) / valid |
+| blank_dicom / constant_png | every pixel one value | error where pixels are decoded: blank image (size, value) |
+| zero_spacing / absurd_spacing | PixelSpacing 0 / 85 | error: zero pixel spacing / outside 0.01-2 mm |
+| resample_to_huge | 2 mm header resampled to 0.01 mm | error in prepare/data module: more than 134 Mpx |
+| image_fifo / image_dev_null / image_symlink_loop | FIFO / /dev/null / link loop as image | error naming what it is |
+| mask_fifo / mask_symlink_loop | FIFO / link loop as mask | error naming what it is |
+| image_of_two_patients / image_copy_of_two_patients | A's image under C / A's pixels as C's | error on both rows |
+| utf16_manifest / manifest_fifo / manifest_dev_null / manifest_symlink_loop | UTF-16 / FIFO / device / loop | error |
+| formula_cells | '=HYPERLINK(...)', '@C', '-CC' written by write_csv | valid: read back as written |
 
 The trainer commands and ``prepare`` get the corpus too (``COMMAND_CASES``, issue #16): manifest cases above given
 to ``fit``/``validate``/``test``/``predict``, invalid hyperparameters, bad ``--ckpt_path`` files, a ``test`` or
 ``predict`` before any ``fit``, and output folders that cannot be made; each must exit 2 with one message naming
-the option, file or row and no traceback (``test_command_fails_cleanly``).
+the option, file or row and no traceback (``test_command_fails_cleanly``). Issue 23 adds 59 command cases
+(``ISSUE_23_COMMANDS``: check-data, prepare, synth, convert, fit, validate, test, predict) whose builds also return
+a check: nothing overwritten or half-written, and for the once-silent cases the refusal or the warning.
 
-Counts (asserted by ``test_counts`` from the outcomes, :data:`COUNTS`): 58 bad inputs tried, 47 handled with a
-clear error, 11 handled correctly as valid, 0 crashes. Every case's outputs (messages, cache files) are also
+Counts (asserted by ``test_counts`` from the outcomes, :data:`COUNTS`): 78 bad inputs tried, 65 handled with a
+clear error, 13 handled correctly as valid, 0 crashes. Every case's outputs (messages, cache files) are also
 searched for the canary identity the corpus DICOMs carry: none found.
 """
 
 from __future__ import annotations
 
+import errno
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -83,7 +96,7 @@ from tests.privacy import find_leaks
 from tests.training_helpers import TINY_OVERRIDES, single_torch_thread  # noqa: F401 (autouse)
 
 # bad inputs tried, handled with a clear error, handled correctly as valid, crashes
-COUNTS = {"tried": 58, "clear_error": 47, "valid": 11, "crashes": 0}
+COUNTS = {"tried": 78, "clear_error": 65, "valid": 13, "crashes": 0}
 
 # the identity tests/factories.py writes into every DICOM (name in both spellings, birth date, accession number)
 CANARY = {CANARY_NAME, CANARY_NAME.replace("^", " "), "19700101", "ACC-CANARY-1"}
@@ -177,7 +190,8 @@ def run_case(case: Case, root: Path, capsys) -> dict[str, str]:
             window=WINDOW,
             stride=STRIDE,
             num_workers=0,
-            batch_size=2,
+            batch_size=1,  # one training patient, one lesion: a batch larger than its windows is refused
+            split_ratios=(1, 1, 1),  # three patients: one in each split (3:1:1 would leave val empty, refused)
             pin_memory=False,
             cache_dir=root / "cache_dm",
             **built.options,
@@ -277,27 +291,33 @@ def trained(tmp_path_factory) -> Trained:
 
 
 def run_command(args: list[str], capsys) -> tuple[int, str]:
-    """The exit code and printed text of ``birads-calc args`` (a parser's exit counts as its exit code)."""
+    """The exit code and printed text of ``birads-calc args`` (a parser's exit counts as its exit code); the
+    warnings it gave are appended, as a user sees them on stderr (pytest would otherwise keep them)."""
     capsys.readouterr()
-    try:
-        code = cli(args)
-    except SystemExit as exit_:  # the command-line parser exits with usage and its message (code 2)
-        code = exit_.code
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            code = cli(args)
+        except SystemExit as exit_:  # the command-line parser exits with usage and its message (code 2)
+            code = exit_.code
     captured = capsys.readouterr()
-    return code, captured.out + captured.err
+    shown = "".join(f"\n{w.category.__name__}: {w.message}" for w in caught)
+    return code, captured.out + captured.err + shown
 
 
 @pytest.mark.parametrize("case", COMMAND_CASES, ids=[c.name for c in COMMAND_CASES])
 def test_command_fails_cleanly(case: CommandCase, trained, tmp_path, capsys, monkeypatch):
     """No traceback, the case's exit code, and one message naming the culprit (option, file, row)."""
     monkeypatch.delenv("BIRADS_CALC_DEBUG", raising=False)
-    args, words = case.build(tmp_path, trained)
+    args, words, *check = case.build(tmp_path, trained)
     assert args[0] == case.command
     code, text = run_command(args, capsys)
     assert "Traceback" not in text, text
     assert code == case.code, text
     missing = [w for w in words if w not in text]
     assert not missing, f"message lacks {missing}: {text}"
+    if check and check[0] is not None:
+        check[0](text)  # nothing overwritten or half-written; for a once-silent case, its output
 
 
 def test_command_corpus_covers_every_command():
@@ -339,3 +359,42 @@ def test_a_window_smaller_than_the_lesions_is_warned_with_the_numbers(tmp_path):
     message = str(caught[0].message)
     assert "2 of 2 lesion(s) are larger than the 6 px window" in message and "largest: 9 x 9 px, row 1" in message
     assert "a window of at least 9 px holds every lesion" in message
+
+
+@pytest.mark.parametrize("failure", ["disk full", "ctrl-c"])
+def test_convert_that_fails_halfway_leaves_the_previous_set_whole(failure, tmp_path, capsys, monkeypatch):
+    """convert --overwrite that stops after writing its first mask (a full disk, Ctrl-C): the previous manifest,
+    not-converted list and masks are left byte for byte, no staging folder remains, and nothing new is published."""
+    from birads_calc.data.adapters import mias
+    from tests.bad_inputs_corpus import _mias_source
+
+    src = _mias_source(tmp_path)
+    out = tmp_path / "data" / "manifest.csv"
+    args = ["convert", "mini-mias", "--src", str(src), "--out", str(out)]
+    assert cli(args) == 0
+    before = {p: p.read_bytes() for p in out.parent.rglob("*") if p.is_file()}
+    assert len(before) == 2  # the manifest and the mask
+
+    def fails_after_writing(path, mask):
+        write_mask(path, mask)
+        if failure == "ctrl-c":
+            raise KeyboardInterrupt
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    write_mask = mias.write_mask
+    monkeypatch.setattr(mias, "write_mask", fails_after_writing)
+    code, text = run_command([*args, "--overwrite", "true"], capsys)
+    assert code == (130 if failure == "ctrl-c" else 1) and "Traceback" not in text, text
+    assert {p: p.read_bytes() for p in out.parent.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "mias"]  # no staging folder left beside
+
+
+def test_issue_23_corpus_covers_every_data_tool_and_trainer_command():
+    from tests.bad_inputs_corpus import ISSUE_23_CASES, ISSUE_23_COMMANDS
+
+    per_command = {}
+    for case in COMMAND_CASES:
+        if case.name in ISSUE_23_COMMANDS:
+            per_command[case.command] = per_command.get(case.command, 0) + 1
+    assert set(per_command) == {"check-data", "prepare", "synth", "convert", "fit", "validate", "test", "predict"}
+    assert len(ISSUE_23_CASES) == 20 and sum(per_command.values()) == len(ISSUE_23_COMMANDS) == 59

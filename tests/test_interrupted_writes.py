@@ -132,16 +132,23 @@ def convert_args(src: Path, out: Path) -> list[str]:
     return ["convert", "cbis-ddsm", "--src", str(src), "--out", str(out), "--val_fraction", "0"]
 
 
-def test_convert_killed_leaves_no_manifest_and_rerun_matches(tmp_path):
+def test_convert_killed_keeps_the_previous_set_or_leaves_no_manifest_and_rerun_matches(tmp_path):
+    """A kill while the new set is staged leaves the previous set whole; a kill while it is moved in (after the old
+    manifest is removed) leaves no manifest, never the old one over new masks; the next run cleans up and matches."""
     src = cbis_source(tmp_path / "cbis", GOOD)
     out = tmp_path / "out" / "manifest.csv"
     assert cli(convert_args(src, out)) == 0
     complete = files_of(out.parent)
-    # the old manifest exists while the kill lands after the first new mask is published
-    run_killed("os", "replace", 2, convert_args(src, out))
-    assert not out.exists(), "an old manifest survived over half-rewritten masks"
-    assert cli(convert_args(src, out)) == 0
+    again = [*convert_args(src, out), "--overwrite", "true"]
+    # os.replace calls: 3 masks and the manifest written into the staging folder, then the moves into out/
+    run_killed("os", "replace", 2, again)  # while staging: nothing under out/ changed
     assert files_of(out.parent) == complete
+    run_killed("os", "replace", 6, again)  # moving the masks in: the old manifest is gone already
+    assert not out.exists(), "an old manifest survived over half-replaced masks"
+    assert len(list(tmp_path.glob(".out.*.partial"))) == 1  # the last killed run's (it removed the first's)
+    assert cli(again) == 0
+    assert files_of(out.parent) == complete
+    assert not list(tmp_path.glob(".out.*.partial"))  # removed: their processes are gone
     assert cli(["check-data", str(out), "--num_classes", "4"]) == 0
 
 
@@ -151,7 +158,7 @@ def test_convert_removes_a_stale_not_converted_list(tmp_path, capsys):
     assert cli(convert_args(cbis_source(tmp_path / "a", [*GOOD, INCOMPLETE]), out)) == 0
     with report.open(newline="") as f:
         assert [r["reason"] for r in csv.DictReader(f)] == ["BI-RADS 0 (incomplete assessment)"]
-    assert cli(convert_args(cbis_source(tmp_path / "b", GOOD), out)) == 0
+    assert cli([*convert_args(cbis_source(tmp_path / "b", GOOD), out), "--overwrite", "true"]) == 0
     assert not report.exists()  # the older run's list would otherwise pass for this run's
     assert "not converted: none" in capsys.readouterr().out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,11 @@ SIZE = 64
 
 
 def good_row(root: Path, name: str, patient: str, birads: str = "4A", **extra) -> dict:
-    """Write a valid 64x64 DICOM + disc mask and return its manifest row."""
-    write_dicom(root / f"{name}.dcm", np.full((SIZE, SIZE), 1000), bits_stored=12)
+    """Write a valid 64x64 DICOM + disc mask and return its manifest row. Each image is its own (the lesion's
+    brightness follows the name): identical pixels under two patients would be reported as one image."""
+    stored = np.full((SIZE, SIZE), 1000)
+    stored[disc((SIZE, SIZE), (30, 30), 4)] = 2000 + zlib.crc32(name.encode()) % 2000
+    write_dicom(root / f"{name}.dcm", stored, bits_stored=12)
     write_mask(root / f"{name}.png", disc((SIZE, SIZE), (30, 30), 4))
     return {"patient_id": patient, "image": f"{name}.dcm", "mask": f"{name}.png", "birads": birads, **extra}
 
@@ -150,3 +154,87 @@ def test_check_data_command(tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning noise on a clean run
         assert cli_main(["check-data", str(manifest), "--labels", "optional"]) == 0
+
+
+# -- one mammogram under two patients, classes the scale misses, UTF-16 (issue 23) ---------------------------------
+def _image(root: Path, name: str, seed: int, patient: str = "P", size: int = SIZE) -> Path:
+    stored = np.random.default_rng(seed).integers(500, 3500, (size, size))
+    return write_dicom(root / f"{name}.dcm", stored, bits_stored=12, patient_id=patient)
+
+
+def _rows(root: Path, images: list[tuple[str, str]]) -> Path:
+    """A manifest of (patient, image name) rows, each with its own disc mask."""
+    rows = []
+    for k, (patient, name) in enumerate(images):
+        write_mask(root / f"m{k}.png", disc((SIZE, SIZE), (10 + 4 * k, 30), 3))
+        rows.append({"patient_id": patient, "image": f"{name}.dcm", "mask": f"m{k}.png", "birads": "3"})
+    return write_manifest(root / "manifest.csv", rows)
+
+
+def test_an_image_listed_under_two_patients_is_reported_on_every_row_of_both(tmp_path):
+    _image(tmp_path, "a", 0)
+    _image(tmp_path, "b", 1)
+    manifest = _rows(tmp_path, [("P1", "a"), ("P1", "a"), ("P2", "b"), ("P3", "a")])  # rows 1-2: two lesions of P1
+    with pytest.raises(ManifestError) as caught:
+        read_manifest(manifest)
+    problems = {p.row: p for p in caught.value.problems}
+    assert sorted(problems) == [1, 2, 4]  # row 3 (another image) is not blamed
+    assert "image is also listed under patient 'P3' (row 4)" in problems[1].message
+    assert "image is also listed under patient 'P1' (rows 1, 2)" in problems[4].message
+    assert problems[4].file == tmp_path / "a.dcm" and problems[4].column == "image"
+    # the same check needs no file access: the data module's reading of the manifest (check_files=False) has it
+    with pytest.raises(ManifestError, match="also listed under"):
+        read_manifest(manifest, check_files=False)
+    kept = read_manifest(manifest, skip_bad_rows=True)  # skip_bad_rows leaves every row of that image out
+    assert [x.row for x in kept] == [3]
+
+
+def test_a_copy_of_an_image_under_another_patient_is_found_by_its_pixels(tmp_path):
+    _image(tmp_path, "a", 0, patient="P1")
+    _image(tmp_path, "copy", 0, patient="P2")  # the same pixels exported again, another header and name
+    _image(tmp_path, "other", 1, patient="P2")
+    _image(tmp_path, "own_copy", 1, patient="P2")  # a copy within one patient: no leak, not reported
+    manifest = _rows(tmp_path, [("P1", "a"), ("P2", "copy"), ("P2", "other"), ("P2", "own_copy")])
+    with pytest.raises(ManifestError) as caught:
+        read_manifest(manifest)
+    problems = {p.row: p for p in caught.value.problems}
+    assert sorted(problems) == [1, 2]
+    assert f"same pixel data as the image of patient 'P2' (row 2, {tmp_path / 'copy.dcm'})" in problems[1].message
+    assert problems[2].file == tmp_path / "copy.dcm"
+    assert len(read_manifest(manifest, check_files=False)) == 4  # pixels are compared only where files are read
+
+
+def test_images_that_differ_in_one_unsampled_pixel_are_not_taken_for_copies(tmp_path):
+    stored = np.random.default_rng(0).integers(500, 3500, (256, 256))
+    write_dicom(tmp_path / "a.dcm", stored, bits_stored=12)
+    stored.flat[5000] += 1  # byte 10000 of 131072: between two of the sampled chunks
+    write_dicom(tmp_path / "b.dcm", stored, bits_stored=12)
+    rows = [
+        {"patient_id": p, "image": f"{n}.dcm", "mask": f"{n}.png", "birads": "3"} for p, n in (("P1", "a"), ("P2", "b"))
+    ]
+    for name in ("a", "b"):
+        write_mask(tmp_path / f"{name}.png", disc((256, 256), (100, 100), 5))
+    assert len(read_manifest(write_manifest(tmp_path / "m.csv", rows))) == 2
+
+
+def test_coverage_problem_names_the_missing_classes_with_the_counts(tmp_path):
+    from birads_calc.data.manifest import coverage_problem
+
+    lesions = read_manifest(make_tiny_dataset(tmp_path, patients=3, size=64), check_files=False)
+    assert coverage_problem(lesions, 6) is None  # the factory cycles through all six classes
+    two_classes = [x for x in lesions if x.label in (0, 1)]
+    assert coverage_problem(two_classes, 6) == (
+        "the manifest has no lesion of BI-RADS 4A, 4B, 4C, 5 (4 of the 6 classes of the scale; lesions per class: "
+        "2: 1, 3: 1): a model trained on it never predicts those classes"
+    )
+    unlabelled = read_manifest(make_tiny_dataset(tmp_path / "u", patients=1, size=64, labels=False),
+                               require_labels=False)  # fmt: skip
+    assert coverage_problem(unlabelled, 6) is None  # a manifest for predict: nothing to cover
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_manifest_is_named_as_such(tmp_path, encoding):
+    path = write_manifest(tmp_path / "m.csv", [good_row(tmp_path, "x", "P0")])
+    path.write_bytes(path.read_text().encode(encoding))  # with a BOM (utf-16) or without one (-le, -be)
+    with pytest.raises(ManifestError, match="is UTF-16 text"):
+        read_manifest(path)

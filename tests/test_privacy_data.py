@@ -55,7 +55,9 @@ def test_synth_check_data_prepare_and_loading_write_and_print_no_identifier(tmp_
         assert cli(["check-data", str(out / "manifest.csv")]) == 0
         assert cli(["prepare", str(out / "manifest.csv"), "--window", "96", "--stride", "48"]) == 0
         texts += capsys.readouterr()
-        module = BiradsDataModule(out / "manifest.csv", window=96, stride=48, num_workers=0, batch_size=4)
+        module = BiradsDataModule(
+            out / "manifest.csv", window=96, stride=48, num_workers=0, batch_size=4, split_ratios=(1, 1, 1)
+        )
         module.prepare_data()
         module.setup("fit")
         next(iter(module.train_dataloader()))

@@ -43,6 +43,9 @@ OS_ERRORS: dict[int, tuple[int, str]] = {
     errno.EACCES: (2, "check the permissions, or choose a folder you can write (--runs_root, --out, --cache_dir)"),
     errno.EPERM: (2, "check the permissions, or choose a folder you can write (--runs_root, --out, --cache_dir)"),
     errno.EROFS: (2, "the file system is read-only: choose a writable folder (--runs_root, --out, --cache_dir)"),
+    errno.EEXIST: (2, "a file is in the way where a folder is to be made: give another path, or move the file"),
+    errno.ELOOP: (2, "a symbolic link loop (a link that leads back to itself): fix the link or give the real path"),
+    errno.ENAMETOOLONG: (2, "the path or a name in it is too long for the file system"),
     errno.ENOSPC: (1, "the disk is full: free space and run again (finished outputs were written whole or not at all)"),
     errno.EDQUOT: (1, "the disk quota is exceeded: free space and run again"),
 }
@@ -50,7 +53,7 @@ OS_ERRORS: dict[int, tuple[int, str]] = {
 INTERRUPTED_NOTES: dict[str, str] = {
     "prepare": "the unfinished cache is never taken for a complete one; run the command again",
     "synth": "the unfinished dataset has no manifest.csv, so no later step takes it for complete; run it again",
-    "convert": "no manifest was written; run the command again",
+    "convert": "nothing was written; an existing manifest and its masks are as they were; run the command again",
     "check-data": "nothing was written",
     "compare": "nothing was written",
     "validate": "nothing was written",

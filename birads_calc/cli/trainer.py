@@ -38,7 +38,7 @@ from birads_calc.cli.predict_options import add_predict_options
 from birads_calc.cli.run_integrity import EvaluationPlan, claim_fit_folder, plan_evaluation, split_guard
 from birads_calc.data.datamodule import BiradsDataModule
 from birads_calc.data.roi import GridError, check_grid
-from birads_calc.data.splits import SPLITS_FILE, SplitError
+from birads_calc.data.splits import SPLITS_FILE
 from birads_calc.errors import InputError
 from birads_calc.reporting.reports import (
     RunInfo,
@@ -265,7 +265,7 @@ class BiradsCLI(LightningCLI):
         """Run the command; a diverged loss or an unsafe checkpoint ends it with a message and exit code 1."""
         try:
             super()._run_subcommand(subcommand)
-        except (NonFiniteLossError, SplitError) as error:
+        except NonFiniteLossError as error:  # a SplitError is bad input: the error boundary gives it exit code 2
             say(str(error))
             raise SystemExit(1) from None
         except pickle.UnpicklingError as error:

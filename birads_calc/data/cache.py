@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from jsonargparse.typing import PositiveFloat, PositiveInt
+from jsonargparse.typing import PositiveInt
 
-from birads_calc.data.dicom import DEFAULT_VOI, VOI_MODES, ImageReadError, read_image
+from birads_calc.data.dicom import DEFAULT_VOI, VOI_MODES, ImageReadError, read_header, read_image
+from birads_calc.data.limits import MAX_PIXELS, PixelSpacingMm, spacing_problem
 from birads_calc.data.manifest import (
     Lesion,
     ManifestError,
@@ -59,6 +60,7 @@ from birads_calc.data.roi import (
     pack_masks,
     to_pixels,
 )
+from birads_calc.errors import InputError
 from birads_calc.io import write_json
 from birads_calc.progress import track
 
@@ -92,8 +94,9 @@ class CacheSettings:
 
     def __post_init__(self):
         check_grid(self.window, self.stride)
-        if self.pixel_spacing_mm is not None and self.pixel_spacing_mm <= 0:
-            raise ValueError(f"pixel_spacing_mm must be positive or None, got {self.pixel_spacing_mm}")
+        problem = None if self.pixel_spacing_mm is None else spacing_problem(self.pixel_spacing_mm)
+        if problem:
+            raise InputError(f"pixel_spacing_mm {self.pixel_spacing_mm}: {problem}")
 
 
 class LesionCache:
@@ -232,12 +235,22 @@ def ensure_cache(
     manifest = Path(manifest)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(manifest)
     require_manifest_file(manifest)
+    require_cache_folder(cache_dir)
     key = fingerprint(manifest, settings)
     target = cache_dir / f"{manifest.stem}-{key[:20]}"
     if (target / "index.json").is_file():
         log.info("cache up to date: %s", target)
         return LesionCache(target)
     return build_cache(manifest, settings, cache_dir, key)
+
+
+def require_cache_folder(cache_dir: Path) -> None:
+    """Refuse a cache folder that is an existing file (it would end in a bare ``FileExistsError``)."""
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise InputError(
+            f"cache_dir {cache_dir} is a file, not a folder; give a folder for the crop cache (prepare --cache_dir, "
+            "fit --data.cache_dir), or leave it out for <manifest folder>/.birads_cache"
+        )
 
 
 def find_cache(
@@ -253,6 +266,7 @@ def build_cache(manifest: Path, settings: CacheSettings, cache_dir: Path, key: s
     """Validate the manifest, decode each image once and write every lesion's context crop (atomic)."""
     start = time.perf_counter()
     lesions = read_manifest(manifest, settings.num_classes, require_labels=False, skip_bad_rows=settings.skip_bad_rows)
+    check_window_fits(lesions, settings)
     cache_dir.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_builds(cache_dir)
     target = cache_dir / f"{manifest.stem}-{key[:20]}"
@@ -366,6 +380,7 @@ def _write_crops(folder: Path, lesions: Sequence[Lesion], settings: CacheSetting
             try:
                 image, masks, spacing = load_image(image_path, group, settings, with_spacing=True)
                 spacings[str(image_path)] = list(spacing) if spacing else None
+                check_window(image_path, image.shape, settings.window)
             except ImageReadError as error:
                 problems += [Problem(x.row, without_path(str(error), x.image), "image", x.image) for x in group]
                 continue
@@ -390,6 +405,48 @@ def _write_crops(folder: Path, lesions: Sequence[Lesion], settings: CacheSetting
     if too_large:
         warnings.warn(too_large, LesionSizeWarning, stacklevel=3)
     return entries, problems, spacings
+
+
+def check_window_fits(lesions: Sequence[Lesion], settings: CacheSettings) -> None:
+    """Refuse, before any image is decoded, a window larger (both ways) than every image of the manifest, as one
+    error naming the window option: a setting mistaken by orders of magnitude (``--window 100000``), not a problem
+    of some rows. A window that only some images are smaller than is reported per row (:func:`check_window`)."""
+    shapes: dict[Path, tuple[int, int]] = {}
+    for lesion in lesions:
+        if lesion.image not in shapes:
+            try:
+                header = read_header(lesion.image)
+            except ImageReadError:
+                return  # reported with its row when the image is decoded
+            shapes[lesion.image] = _resampled_shape(header.shape, header.pixel_spacing, settings.pixel_spacing_mm)
+    if not shapes or any(settings.window <= max(shape) for shape in shapes.values()):
+        return
+    largest = max(shapes, key=lambda image: max(shapes[image]))
+    rows, columns = shapes[largest]
+    raise InputError(
+        f"window {settings.window} px is larger than every image of the manifest ({len(shapes)} image(s); the "
+        f"largest is {rows} x {columns} px{' after resampling' if settings.pixel_spacing_mm else ''}: {largest}); "
+        f"the crops would be padding ({settings.window**2 * 3 / 2**30:.3g} GiB per lesion). Use a window of at most "
+        f"{max(rows, columns)} px (prepare --window, fit --data.window; the paper: 400 px at 0.085 mm)"
+    )
+
+
+def _resampled_shape(shape: tuple[int, int], spacing, target: float | None) -> tuple[int, int]:
+    if target is None or spacing is None:
+        return shape
+    return tuple(max(1, round(n * s / target)) for n, s in zip(shape, spacing, strict=True))
+
+
+def check_window(path: Path, shape: tuple[int, int], window: int) -> None:
+    """Refuse a window larger than the image both ways before any crop is allocated: the crops would be mostly
+    padding, and an absurd window (``--window 100000``) would allocate gigabytes per lesion."""
+    if window > max(shape):
+        size = window * window * 3 / 2**30  # uint16 pixels + uint8 masks
+        raise ImageReadError(
+            f"{path}: image is {shape[0]} x {shape[1]} px (after resampling, if set), smaller than the {window} px "
+            f"window both ways; each crop would be mostly padding ({size:.3g} GiB per lesion). Use a window of at "
+            f"most {max(shape)} px (prepare --window, fit --data.window)"
+        )
 
 
 def load_image(path: Path, group: Sequence[Lesion], settings: CacheSettings, with_spacing: bool = False):
@@ -417,9 +474,15 @@ def _resample(pixels: np.ndarray, masks: list[np.ndarray], spacing: tuple[float,
     """Resample to ``target`` mm per pixel; a mask keeps at least its brightest pixel so no lesion vanishes."""
     from skimage.transform import resize
 
-    shape = tuple(max(1, round(n * s / target)) for n, s in zip(pixels.shape, spacing, strict=True))
+    shape = _resampled_shape(pixels.shape, spacing, target)
     if shape == pixels.shape:
         return pixels, masks
+    if shape[0] * shape[1] > MAX_PIXELS:  # checked before resize allocates it
+        raise ImageReadError(
+            f"resampling from {spacing[0]:g} x {spacing[1]:g} mm to {target:g} mm per pixel would make the "
+            f"{pixels.shape[0]} x {pixels.shape[1]} px image {shape[0]} x {shape[1]} px, more than "
+            f"{MAX_PIXELS / 1e6:.0f} Mpx; check pixel_spacing_mm and the file's pixel spacing"
+        )
     out = resize(pixels, shape, order=1, anti_aliasing=shape[0] < pixels.shape[0], preserve_range=True)
     resized = []
     for mask in masks:
@@ -448,7 +511,9 @@ def configure_parser(parser) -> None:
     parser.add_argument("manifest", type=str, help="the manifest CSV")
     parser.add_argument("--window", type=PositiveInt, default=400, help="window size in pixels")
     parser.add_argument("--stride", type=PositiveInt, default=100, help="grid stride in pixels")
-    parser.add_argument("--pixel_spacing_mm", type=PositiveFloat | None, default=None, help="resample to this spacing")
+    parser.add_argument(
+        "--pixel_spacing_mm", type=PixelSpacingMm | None, default=None, help="resample to this spacing (0.01-2 mm)"
+    )
     parser.add_argument("--voi", type=str, default=DEFAULT_VOI, choices=list(VOI_MODES), help="DICOM VOI handling")
     parser.add_argument("--num_classes", type=Literal[6, 4], default=6, help="BI-RADS scale: 6 or 4")
     parser.add_argument("--skip_bad_rows", type=bool, default=False, help="leave bad rows out (each reported)")

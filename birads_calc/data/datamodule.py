@@ -11,8 +11,10 @@ calcifications, bit 1 = this lesion), ``target`` int64, ``malignancy`` float32, 
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -21,20 +23,43 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
-from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from birads_calc.categories import label_name
 from birads_calc.data.cache import CacheSettings, LesionCache, ScaleWarning, ensure_cache, find_cache, scale_mismatches
 from birads_calc.data.dicom import read_header
-from birads_calc.data.manifest import Lesion, ManifestError, Problem, read_manifest
+from birads_calc.data.limits import PixelSpacingMm, Seed
+from birads_calc.data.manifest import (
+    ClassCoverageWarning,
+    Lesion,
+    ManifestError,
+    Problem,
+    coverage_problem,
+    read_manifest,
+)
 from birads_calc.data.roi import assemble
 from birads_calc.data.sampler import BalancedDistributedSampler
-from birads_calc.data.splits import assignment_of, pinned_split, read_splits, split_by_patient, write_splits
+from birads_calc.data.splits import (
+    SplitError,
+    assignment_of,
+    pinned_split,
+    read_splits,
+    require_splits,
+    split_by_patient,
+    write_splits,
+)
+from birads_calc.errors import InputError
 
 __all__ = ["BiradsDataModule", "WindowDataset", "split_by_patient", "to_model_batch", "training_seed"]
 
 
 AUGMENTATION_STREAM = 1  # keeps the augmentation's draws independent of the sampler's, which use the same seed
+NEEDED_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+
+
+class BatchShareWarning(UserWarning):
+    """A class with fewer training lesions than its share of a class-balanced batch: they repeat in every batch."""
 
 
 class WindowDataset(Dataset):
@@ -125,7 +150,7 @@ class BiradsDataModule(L.LightningDataModule):
         self,
         manifest: Path | None = None,
         num_classes: Literal[6, 4] = 6,
-        split_seed: int = 0,
+        split_seed: Seed = 0,
         split_ratios: Sequence[float] = (3, 1, 1),
         window: PositiveInt = 400,
         stride: PositiveInt = 100,
@@ -135,7 +160,7 @@ class BiradsDataModule(L.LightningDataModule):
         balanced_sampling: bool = True,
         augment: bool = True,
         cache_dir: Path | None = None,
-        pixel_spacing_mm: PositiveFloat | None = None,
+        pixel_spacing_mm: PixelSpacingMm | None = None,
         skip_bad_rows: bool = False,
         pin_memory: bool = True,
         voi: Literal["window", "full"] = "full",
@@ -143,8 +168,12 @@ class BiradsDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        if len(split_ratios) != 3 or min(split_ratios) < 0 or sum(split_ratios) <= 0:
-            raise ValueError(f"split_ratios must be three non-negative numbers (train, val, test), got {split_ratios}")
+        ratios = list(split_ratios)
+        if len(ratios) != 3 or not all(math.isfinite(r) and r >= 0 for r in ratios) or sum(ratios) <= 0:
+            raise SplitError(
+                f"--data.split_ratios {ratios}: give three non-negative numbers (train, val, test), not all zero, "
+                "e.g. [3, 1, 1]"
+            )
         self.manifest = Path(manifest) if manifest is not None else None
         self.settings = CacheSettings(window, stride, pixel_spacing_mm, voi, num_classes, skip_bad_rows)
         self.lesions: list[Lesion] = []
@@ -195,6 +224,11 @@ class BiradsDataModule(L.LightningDataModule):
         if stage == "predict" and self.scale_reference is not None:
             self._check_scale()
         self.splits = {} if stage == "predict" else self._split()  # predict uses every row
+        if stage in NEEDED_SPLITS:
+            needed = NEEDED_SPLITS[stage]
+            if stage == "fit" and getattr(self.trainer, "limit_val_batches", None) == 0:
+                needed = ("train",)  # a fit that never validates (--trainer.limit_val_batches 0)
+            require_splits(self.splits, self.lesions, needed, self._split_source())
         if self.split_guard is not None and stage is not None:
             self.split_guard(self.splits, self.lesions, stage)
         if stage == "fit" and self.record_splits is not None and (self.trainer is None or self.trainer.is_global_zero):
@@ -259,6 +293,57 @@ class BiradsDataModule(L.LightningDataModule):
         }
         return {"pixel_spacing_mm": self.hparams.pixel_spacing_mm, "training_mm": summary}
 
+    def _split_source(self) -> str:
+        """Where the split came from, as a message names it (the split file, the manifest's column, the ratios)."""
+        if self.hparams.splits is not None:
+            return f"the split file {self.hparams.splits}"
+        if any(x.split for x in self.lesions):
+            return f"the split column of {self.manifest}"
+        ratios = list(self.hparams.split_ratios)
+        patients = len({x.patient_id for x in self.lesions})
+        return f"--data.split_ratios {ratios} (on {patients} patient(s), --data.split_seed {self.hparams.split_seed})"
+
+    def _check_training_set(self) -> None:
+        """What the training split and the batch size must allow, checked when training asks for its loader:
+        refused when a batch would exceed the training windows; warned about when classes of the scale are missing
+        or too few lesions fill a class's share."""
+        train = self.datasets["train"]
+        world = int(getattr(self.trainer, "world_size", 1) or 1)
+        batch = self.hparams.batch_size * world
+        if batch > len(train):
+            per = f" ({self.hparams.batch_size} per process x {world} processes)" if world > 1 else ""
+            raise InputError(
+                f"--data.batch_size {self.hparams.batch_size}{per} is larger than the {len(train)} training windows "
+                f"of {self.manifest} (window {self.hparams.window}, stride {self.hparams.stride}): every batch would "
+                f"repeat windows. Use --data.batch_size {max(len(train) // world, 1)} or less, or more data"
+            )
+        lesions = [self.lesions[i] for i in self.splits["train"]]
+        problem = coverage_problem(lesions, self.hparams.num_classes, f"the training split of {self.manifest}")
+        if problem:
+            warnings.warn(problem, ClassCoverageWarning, stacklevel=2)
+        if self.hparams.balanced_sampling:
+            self._warn_small_classes(lesions, batch)
+
+    def _warn_small_classes(self, lesions: list[Lesion], batch: int) -> None:
+        """Class-balanced batches give each class present an equal share: a class with fewer lesions than its
+        share repeats the same lesions in every batch (a single lesion of one of six classes: 1/6 of each batch)."""
+        counts = Counter(x.label for x in lesions)
+        share = math.ceil(batch / len(counts))
+        small = {k: n for k, n in sorted(counts.items()) if n < share}
+        if small:
+            names = "; ".join(
+                f"{label_name(k, self.hparams.num_classes)}: {n} lesion(s), each about {share / n:.1f} times per batch"
+                for k, n in small.items()
+            )
+            warnings.warn(
+                f"class-balanced batches of {batch} give each of the {len(counts)} classes of the training split of "
+                f"{self.manifest} about {share} samples, more than these classes have lesions ({names}): the same "
+                "lesions repeat in every batch. Add lesions of those classes, lower --data.batch_size, or set "
+                "--data.balanced_sampling false",
+                BatchShareWarning,
+                stacklevel=3,
+            )
+
     def patient_splits(self) -> dict[str, str]:
         """Patient -> split of the pinned split file (``{}`` without one); ``predict`` marks its rows with it."""
         return read_splits(self.hparams.splits) if self.hparams.splits is not None else {}
@@ -281,7 +366,7 @@ class BiradsDataModule(L.LightningDataModule):
             raise RuntimeError(f"no {name} data: call setup() with the matching stage first")
         dataset = self.datasets[name]
         if len(dataset) == 0:
-            raise ValueError(f"the {name} split of {self.manifest} is empty (too few patients for the split ratios?)")
+            raise SplitError(f"the {name} split of {self.manifest} is empty (too few patients for the split ratios?)")
         workers = self.hparams.num_workers
         return DataLoader(
             dataset,
@@ -296,6 +381,8 @@ class BiradsDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """(window, lesion) pairs of the training patients: class-balanced mini-batches sharded per DDP rank."""
         dataset = self.datasets.get("train")
+        if dataset is not None and len(dataset):
+            self._check_training_set()
         if dataset is not None and self.hparams.balanced_sampling and len(dataset):
             sampler = BalancedDistributedSampler(
                 dataset.sample_labels,

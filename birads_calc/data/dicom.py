@@ -3,7 +3,9 @@
 DICOM handling, in the order the DICOM standard applies it (PS3.4 N.2):
 
 1. **Decode** the stored values with pydicom; compressed transfer syntaxes (RLE, JPEG lossless, JPEG-LS,
-   JPEG 2000) go through the pylibjpeg plugins. Multi-frame objects (tomosynthesis) and colour images are refused.
+   JPEG 2000) go through the pylibjpeg plugins. Multi-frame objects (tomosynthesis), colour images and objects of
+   another modality (a CT or MR slice, an ultrasound frame: :data:`MAMMOGRAPHY_MODALITIES`) are refused, and so
+   is a pixel spacing that is zero or outside 0.01-2 mm (``data/limits.py``).
 2. **Modality LUT** (``apply_modality_lut``: RescaleSlope/Intercept or a Modality LUT Sequence).
 3. **VOI**: ``voi="full"`` (the default) keeps the whole range of the modality LUT output, so calcifications,
    the brightest structures, keep their densities. ``voi="window"`` applies the VOI LUT Sequence or the
@@ -19,7 +21,8 @@ DICOM handling, in the order the DICOM standard applies it (PS3.4 N.2):
 5. **MONOCHROME1** (bright = air) is inverted so every image is MONOCHROME2.
 
 PNG/PGM/TIFF (public sets such as mini-MIAS ship those) are scaled by their integer type's range; float TIFFs
-are taken as they are when within [0, 1] and min-max scaled otherwise; NaN/inf is refused.
+are taken as they are when within [0, 1] and min-max scaled otherwise; NaN/inf is refused. A blank image (every
+pixel the same value: an empty export, a placeholder) is refused by :func:`read_image`, as it holds no mammogram.
 
 No identifying DICOM field (PatientName, PatientBirthDate, AccessionNumber, ...) is read into the result or any
 message: errors name the file only.
@@ -27,6 +30,7 @@ message: errors name the file only.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import warnings
@@ -40,7 +44,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+from birads_calc.data.limits import spacing_problem
 from birads_calc.errors import InputError
+from birads_calc.io import not_a_file
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic", ""})
 RASTER_SUFFIXES = frozenset({".png", ".pgm", ".pnm", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg"})
@@ -50,6 +56,20 @@ DEFAULT_VOI = "full"  # keeps calcification densities; see the module docstring 
 NUMERIC_HEADER = (
     "WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept", "PixelSpacing", "ImagerPixelSpacing"
 )  # fmt: skip
+SPACING_KEYS = ("PixelSpacing", "ImagerPixelSpacing")
+# Modality (0008,0060) values a mammogram is stored under: MG, and the projection-radiography ones older or
+# digitised mammograms use (the WG-04 MG1 test image is RG; CBIS-DDSM is MG; film scans may be OT). DX/CR/RG/OT
+# objects whose BodyPartExamined names another body part (CHEST, ...) are refused as well.
+MAMMOGRAPHY_MODALITIES = frozenset({"MG"})
+PROJECTION_MODALITIES = frozenset({"DX", "CR", "RG", "DR", "OT"})
+MODALITY_NAMES = {
+    "CT": "computed tomography", "MR": "magnetic resonance", "US": "ultrasound", "PT": "PET", "NM": "nuclear medicine",
+    "XA": "X-ray angiography", "RF": "fluoroscopy", "IO": "intra-oral X-ray", "PX": "panoramic X-ray",
+    "SR": "structured report", "SEG": "segmentation", "PR": "presentation state", "KO": "key object selection",
+    "DOC": "document", "OPT": "ophthalmic tomography", "XC": "photograph",
+}  # fmt: skip
+PIXEL_SAMPLES = 16  # chunks of the pixel data read by pixel_fingerprint
+PIXEL_SAMPLE_BYTES = 4096
 
 
 class ImageReadError(InputError, ValueError):
@@ -82,17 +102,19 @@ class ImageHeader:
         return self.rows, self.columns
 
 
-def read_image(path: str | os.PathLike, voi: str = DEFAULT_VOI) -> MammogramImage:
+def read_image(path: str | os.PathLike, voi: str = DEFAULT_VOI, allow_blank: bool = False) -> MammogramImage:
     """Read a DICOM, PNG, PGM or TIFF mammogram as a float32 image in [0, 1].
 
     Args:
         path: the image file. Files ending in ``.dcm``/``.dicom`` or without suffix are read as DICOM, anything
             else by its raster format (a DICOM under another name is still recognised by its preamble).
         voi: ``"window"`` applies the file's VOI LUT / window when present; ``"full"`` keeps the whole range.
+        allow_blank: accept an image whose pixels all have one value (a DICOM holding an empty ROI mask); a
+            mammogram never is.
 
     Raises:
-        ImageReadError: naming the file: missing, not an image, truncated, multi-frame, colour, no pixel data,
-            non-finite values.
+        ImageReadError: naming the file: missing, not an image, truncated, multi-frame, colour, another modality,
+            an unusable pixel spacing, no pixel data, non-finite values, blank.
 
     Example:
         >>> image = read_image("mammogram.dcm")  # doctest: +SKIP
@@ -102,9 +124,21 @@ def read_image(path: str | os.PathLike, voi: str = DEFAULT_VOI) -> MammogramImag
     path = Path(path)
     if voi not in VOI_MODES:
         raise ValueError(f"voi must be one of {VOI_MODES}, got {voi!r}")
-    if _is_dicom(path):
-        return _read_dicom(path, voi)
-    return _read_raster(path)
+    image = _read_dicom(path, voi) if _is_dicom(path) else _read_raster(path)
+    if not allow_blank:
+        _check_not_blank(path, image.pixels)
+    return image
+
+
+def _check_not_blank(path: Path, pixels: np.ndarray) -> None:
+    """A mammogram has contrast; an image of one value (all zero: an empty export or placeholder) is refused."""
+    low, high = float(pixels.min()), float(pixels.max())
+    if low == high:
+        rows, columns = pixels.shape
+        raise ImageReadError(
+            f"{path}: blank image: all {rows} x {columns} pixels have the same value ({low:g} on the 0-1 scale), "
+            "so it holds no mammogram (an empty export or a placeholder?)"
+        )
 
 
 def read_header(path: str | os.PathLike) -> ImageHeader:
@@ -136,11 +170,60 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
     ds = _dcmread(path, defer_size=1024)
     _check_dicom_layout(path, ds)
     _check_header_numbers(path, ds)
+    _check_spacing(path, ds)
     element = ds.get_item("PixelData", keep_deferred=True)
     if element is None:
         raise ImageReadError(f"{path}: DICOM has no PixelData (not an image object)")
     _check_pixel_length(path, ds, _available_bytes(path, element))
     return ImageHeader(int(ds.Rows), int(ds.Columns), dicom_spacing(ds))
+
+
+def pixel_fingerprint(path: str | os.PathLike, full: bool = False) -> str:
+    """A hash of an image's pixel data (the DICOM PixelData element, or a raster file's bytes), to find one
+    mammogram listed twice under different names or patient ids.
+
+    Two DICOM copies of one image hash alike even when their headers differ (a re-export under another patient id).
+    By default only the length and :data:`PIXEL_SAMPLES` chunks spread over the pixel data are hashed (cheap: a few
+    KiB per image); ``full=True`` hashes every byte, to confirm a match.
+
+    Raises:
+        ImageReadError: the file cannot be read.
+    """
+    path = Path(path)
+    offset, length, value = _pixel_region(path)
+    digest = hashlib.sha256(f"{length};".encode())
+    if value is not None:
+        digest.update(value)
+        return digest.hexdigest()
+    chunk = PIXEL_SAMPLE_BYTES
+    try:
+        with path.open("rb") as f:
+            if full or length <= PIXEL_SAMPLES * chunk:
+                f.seek(offset)
+                for _ in range(0, length, 1 << 20):
+                    digest.update(f.read(min(1 << 20, offset + length - f.tell())))
+            else:
+                for k in range(PIXEL_SAMPLES):
+                    f.seek(offset + k * (length - chunk) // (PIXEL_SAMPLES - 1))
+                    digest.update(f.read(chunk))
+    except OSError as error:
+        raise ImageReadError(f"{path}: cannot read ({_reason(error)})") from None
+    return digest.hexdigest()
+
+
+def _pixel_region(path: Path) -> tuple[int, int, bytes | None]:
+    """(offset, length, value): where the pixel data lies in the file, or its bytes when pydicom read them."""
+    _require_file(path)
+    size = path.stat().st_size
+    if not _is_dicom(path):
+        return 0, size, None
+    element = _dcmread(path, defer_size=1024).get_item("PixelData", keep_deferred=True)
+    if element is None:
+        return 0, size, None
+    if getattr(element, "value", None) is not None:
+        return 0, len(element.value), bytes(element.value)
+    start, length = element.value_tell, element.length
+    return start, (size - start if length in (None, 0xFFFFFFFF) else min(length, size - start)), None
 
 
 def _check_pixel_length(path: Path, ds: pydicom.Dataset, available: int) -> None:
@@ -192,10 +275,11 @@ def _reason(error: BaseException) -> str:
 
 
 def _require_file(path: Path) -> None:
-    if path.is_dir():
+    problem = not_a_file(path)
+    if problem == "is a folder, not a file":
         raise ImageReadError(f"{path}: is a folder, not an image file")
-    if not path.is_file():
-        raise ImageReadError(f"{path}: file not found")
+    if problem:
+        raise ImageReadError(f"{path}: {problem}")
 
 
 def _dcmread(path: Path, **kwargs) -> pydicom.Dataset:
@@ -221,6 +305,45 @@ def _check_dicom_layout(path: Path, ds: pydicom.Dataset) -> None:
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if samples != 1:
         raise ImageReadError(f"{path}: colour DICOM ({samples} samples per pixel); mammograms must be grayscale")
+    _check_modality(path, ds)
+
+
+def _check_modality(path: Path, ds: pydicom.Dataset) -> None:
+    """Refuse an object of another modality (a CT slice would otherwise be rated like a mammogram)."""
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if not modality or modality in MAMMOGRAPHY_MODALITIES:
+        return
+    body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
+    if modality in PROJECTION_MODALITIES and body_part in ("", "BREAST"):
+        return
+    if modality in PROJECTION_MODALITIES:
+        what = f"Modality {modality} with BodyPartExamined {body_part}"
+    else:
+        what = f"Modality is {modality} ({MODALITY_NAMES.get(modality, 'not mammography')})"
+    raise ImageReadError(f"{path}: DICOM {what}: not a mammogram (MG); birads-calc rates 2-D mammograms only")
+
+
+def _check_spacing(path: Path, ds: pydicom.Dataset) -> None:
+    """A pixel spacing the header states must be usable: two numbers, each within 0.01-2 mm (``data/limits.py``).
+
+    A zero (some exports write ``0\\0`` for "unknown") or an absurd value would otherwise be taken for "no spacing"
+    or resample the image to millions of pixels per side.
+    """
+    for key in SPACING_KEYS:
+        value = ds.get(key)
+        if value is None or value == "":
+            continue
+        values = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+        if len(values) != 2:
+            raise ImageReadError(f"{path}: DICOM {key} has {len(values)} value(s); it needs two (row and column mm)")
+        for item in values:
+            problem = spacing_problem(float(item))
+            if problem:
+                shown = "\\".join(str(v) for v in values)
+                raise ImageReadError(
+                    f"{path}: DICOM {key} is {shown}: {problem}; fix the file's header (e.g. dcmodify -m "
+                    f"{key}=0.085\\0.085 FILE with the detector's true spacing) or remove the element"
+                )
 
 
 def _check_header_numbers(path: Path, ds: pydicom.Dataset) -> None:
@@ -273,6 +396,7 @@ def _read_dicom(path: Path, voi: str) -> MammogramImage:
     ds = _dcmread(path)
     _check_dicom_layout(path, ds)
     _check_header_numbers(path, ds)
+    _check_spacing(path, ds)
     if "PixelData" not in ds:
         raise ImageReadError(f"{path}: DICOM has no PixelData (not an image object)")
     _check_pixel_length(path, ds, len(ds.PixelData))

@@ -6,9 +6,12 @@ user fixes a hospital export in one pass instead of one traceback at a time. Row
 
 Checks: required columns, an empty manifest, empty cells, paths escaping the manifest's folder, missing or
 unreadable images and masks, truncated/multi-frame/colour DICOMs, mask size differing from the image, empty or
-non-binary masks, unknown BI-RADS labels or pathology values, duplicate (image, mask) rows, unknown split values
-and a patient whose rows fall in two splits. Images are validated from their headers (``read_header``: size
-without decoding pixels); masks are read whole because an empty mask can only be seen that way.
+non-binary masks, unknown BI-RADS labels or pathology values, duplicate (image, mask) rows, unknown split values,
+a patient whose rows fall in two splits, and one image listed under two patients (by path, or by the hash of its
+pixel data for a copy: the patient split could otherwise put one mammogram into train and test). Images are
+validated from their headers (``read_header``: size without decoding pixels); masks are read whole because an
+empty mask can only be seen that way. Cells a spreadsheet would run as formulas come back as written
+(``birads_calc.io.unescape_cell``: ``'=x`` is read as ``=x``).
 """
 
 from __future__ import annotations
@@ -17,16 +20,17 @@ import csv
 import logging
 import os
 import warnings
-from typing import Literal
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from birads_calc.errors import InputError
 from birads_calc.categories import LabelError, label_name, parse_label, parse_pathology, scale
-from birads_calc.data.dicom import ImageHeader, ImageReadError, read_header
+from birads_calc.data.dicom import ImageHeader, ImageReadError, pixel_fingerprint, read_header
 from birads_calc.data.masks import MaskError, read_mask
+from birads_calc.errors import InputError
+from birads_calc.io import not_a_file, unescape_cell
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 REQUIRED_COLUMNS: tuple[str, ...] = ("patient_id", "image", "mask")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 WORKBOOK_SIGNATURES = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")  # zip (xlsx, ods) and OLE2 (xls) files
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,10 @@ class SkippedRowsWarning(UserWarning):
     """Rows left out of a manifest because ``skip_bad_rows`` was set (the warning lists them and why)."""
 
 
+class ClassCoverageWarning(UserWarning):
+    """Labelled lesions that leave classes of the BI-RADS scale out (the warning names them, with the counts)."""
+
+
 def resolve_path(root: Path, value: str) -> Path:
     """Absolute path of a manifest cell: relative to the manifest's folder, absolute allowed, ``..`` escape refused.
 
@@ -145,7 +154,10 @@ def read_rows(path: str | os.PathLike) -> tuple[list[str], list[tuple[int, int, 
             for number, record in enumerate(reader, start=1):
                 if not any(cell.strip() for cell in record):
                     continue  # blank line: nothing to report or train on
-                cells = {name: (record[i].strip() if i < len(record) else None) for i, name in enumerate(header)}
+                cells = {
+                    name: (unescape_cell(record[i]).strip() if i < len(record) else None)
+                    for i, name in enumerate(header)
+                }
                 if len(record) > len(header):
                     cells[None] = record[len(header) :]
                 rows.append((number, reader.line_num, cells))
@@ -157,16 +169,34 @@ def read_rows(path: str | os.PathLike) -> tuple[list[str], list[tuple[int, int, 
 
 
 def require_manifest_file(path: Path) -> None:
-    """A :class:`ManifestError` unless ``path`` is an existing file (a folder or a typo gets its own message)."""
-    if path.is_dir():
-        message = "is a folder, not a manifest CSV file (give the path of the CSV, e.g. DATA/manifest.csv)"
-        raise ManifestError(path, [Problem(None, message, file=path)])
-    if not path.is_file():
-        raise ManifestError(path, [Problem(None, "manifest file not found", file=path)])
+    """A :class:`ManifestError` unless ``path`` is an existing file of CSV text; a folder, a typo, a FIFO, a device,
+    a symbolic link loop, a workbook and UTF-16 text each get their own message."""
+    problem = not_a_file(path)
+    if problem == "is a folder, not a file":
+        problem = "is a folder, not a manifest CSV file (give the path of the CSV, e.g. DATA/manifest.csv)"
+    elif problem == "file not found":
+        problem = "manifest file not found"
+    if problem:
+        raise ManifestError(path, [Problem(None, problem, file=path)])
     with path.open("rb") as f:
-        if f.read(4) in WORKBOOK_SIGNATURES:
-            message = "is a spreadsheet workbook, not CSV text; export it as CSV (UTF-8)"
-            raise ManifestError(path, [Problem(None, message, file=path)])
+        start = f.read(64)
+    if start[:4] in WORKBOOK_SIGNATURES:
+        message = "is a spreadsheet workbook, not CSV text; export it as CSV (UTF-8)"
+        raise ManifestError(path, [Problem(None, message, file=path)])
+    if _utf16(start):
+        message = (
+            "is UTF-16 text (e.g. Excel's 'Unicode Text'), not UTF-8; save the manifest as 'CSV UTF-8', or convert "
+            f"it: iconv -f utf-16 -t utf-8 {path} > manifest-utf8.csv"
+        )
+        raise ManifestError(path, [Problem(None, message, file=path)])
+
+
+def _utf16(start: bytes) -> bool:
+    """UTF-16 by its byte-order mark, or without one by a NUL byte beside every ASCII character of the header."""
+    if start.startswith(UTF16_BOMS):
+        return True
+    pairs = len(start) // 2
+    return pairs >= 4 and (start[1::2].count(0) == pairs or start[0::2].count(0) == pairs)
 
 
 def _not_utf8(path: Path) -> Problem:
@@ -251,6 +281,8 @@ def read_manifest(
             found.extend(_file_problems(lesion, line, headers))
         lesions[number] = lesion
     for number, problem in _split_problems(rows, lesions):
+        problems[number].append(problem)
+    for number, problem in _shared_images(lesions, headers if check_files else None, {n: line for n, line, _ in rows}):
         problems[number].append(problem)
 
     bad = {n: p for n, p in problems.items() if p}
@@ -399,11 +431,108 @@ def _split_problems(rows: list, lesions: dict[int, Lesion]) -> Iterable[tuple[in
                 yield number, Problem(number, message, "split", line=lines[number])
 
 
+def _shared_images(
+    lesions: dict[int, Lesion], headers: dict[Path, ImageHeader | str] | None, lines: dict[int, int]
+) -> Iterable[tuple[int, Problem]]:
+    """One mammogram listed under two or more patients: by its path, and (``headers`` given: the files were
+    checked) by the hash of its pixel data, so that a copy under another name or patient id is found too. Each row
+    involved is reported, naming the other patients' rows: the patient split could put the image in train and test.
+    """
+    by_path: dict[Path, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for lesion in lesions.values():
+        by_path[lesion.image][lesion.patient_id].append(lesion.row)
+    for image, patients in by_path.items():
+        if len(patients) > 1:
+            rows = {n: image for numbers in patients.values() for n in numbers}
+            yield from _shared_problems(patients, rows, lines, copies=False)
+    if headers is None:
+        return
+    for group in _same_pixels(by_path, headers):
+        patients: dict[str, list[int]] = defaultdict(list)
+        rows: dict[int, Path] = {}
+        for image in group:
+            for patient, numbers in by_path[image].items():
+                patients[patient] += numbers
+                rows.update(dict.fromkeys(numbers, image))
+        yield from _shared_problems(patients, rows, lines, copies=True)
+
+
+def _same_pixels(by_path: dict[Path, dict[str, list[int]]], headers: dict) -> list[list[Path]]:
+    """Groups of distinct image files with identical pixel data whose rows span more than one patient.
+
+    Only images of one size whose patients differ are hashed: first a sample of their pixel data, then, for the
+    images whose samples match, all of it (``pixel_fingerprint``).
+    """
+    by_shape: dict[tuple[int, int], list[Path]] = defaultdict(list)
+    for image in by_path:
+        header = headers.get(image)
+        if isinstance(header, ImageHeader):
+            by_shape[header.shape].append(image)
+    groups = []
+    for candidates in by_shape.values():
+        by_hash: dict[str, list[Path]] = {}
+        for full in (False, True):
+            if len({patient for image in candidates for patient in by_path[image]}) < 2:
+                break
+            by_hash = defaultdict(list)
+            for image in candidates:
+                try:
+                    by_hash[pixel_fingerprint(image, full=full)].append(image)
+                except ImageReadError:
+                    continue  # its header was read a moment ago; a file vanishing now is reported by later steps
+            candidates = [image for same in by_hash.values() if len(same) > 1 for image in same]
+        else:
+            groups += [g for g in by_hash.values() if len({p for image in g for p in by_path[image]}) > 1]
+    return groups
+
+
+def _shared_problems(
+    patients: dict[str, list[int]], files: dict[int, Path], lines: dict[int, int], copies: bool
+) -> Iterable[tuple[int, Problem]]:
+    """A problem for every row of an image shared by ``patients``, naming the other patients' rows (and, for
+    ``copies``, their files)."""
+    for patient, numbers in patients.items():
+        others = "; ".join(
+            f"patient {other!r} (row{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows))}"
+            + (f", {files[rows[0]]}" if copies else "")
+            + ")"
+            for other, rows in patients.items()
+            if other != patient
+        )
+        what = "same pixel data as the image of" if copies else "image is also listed under"
+        message = (
+            f"{what} {others}: one mammogram under two patient ids can fall into train and test; fix the patient "
+            "id or remove the copy"
+        )
+        for number in numbers:
+            yield number, Problem(number, message, "image", files[number], lines.get(number))
+
+
 def _warn_skipped(path: Path, bad: dict[int, list[Problem]]) -> None:
     reasons = "\n".join(f"  {p}" for n in sorted(bad) for p in bad[n])
     message = f"{path}: skipped {len(bad)} bad row(s) (skip_bad_rows is set):\n{reasons}"
     log.warning(message)
     warnings.warn(message, SkippedRowsWarning, stacklevel=3)
+
+
+def coverage_problem(lesions: Iterable[Lesion], num_classes: int, what: str = "the manifest") -> str | None:
+    """Why labelled ``lesions`` do not cover the BI-RADS scale (the missing classes and the counts), or ``None``.
+
+    A model trained without a class never predicts it, and QWK over the scale is then not comparable to the
+    paper's; unlabelled lesions (a manifest for predict) are not counted.
+    """
+    counts = Counter(x.label for x in lesions if x.label is not None)
+    if not counts:
+        return None
+    names = scale(num_classes)
+    missing = [name for k, name in enumerate(names) if not counts[k]]
+    if not missing:
+        return None
+    present = ", ".join(f"{name}: {counts[k]}" for k, name in enumerate(names) if counts[k])
+    return (
+        f"{what} has no lesion of BI-RADS {', '.join(missing)} ({len(missing)} of the {num_classes} classes of the "
+        f"scale; lesions per class: {present}): a model trained on it never predicts those classes"
+    )
 
 
 def summary(lesions: list[Lesion], num_classes: int) -> dict[str, dict[str, int]]:
@@ -443,6 +572,9 @@ def main(cfg) -> int:
         print(str(error).rsplit("\nFix them", 1)[0])
         return error.exit_code
     _print_summary(cfg.manifest, summary(lesions, cfg.num_classes))
+    problem = coverage_problem(lesions, cfg.num_classes)
+    if problem:
+        print(f"warning: {problem}")
     return 0
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from birads_calc.errors import InputError
-from birads_calc.io import atomic_path
+from birads_calc.io import atomic_path, not_a_file
 
 
 class MaskError(InputError, ValueError):
@@ -27,6 +27,9 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
         MaskError: naming the file and what is wrong with it.
     """
     path = Path(path)
+    problem = not_a_file(path)  # before opening: a FIFO would block, a loop or a device would read as "not found"
+    if problem:
+        raise MaskError(f"{path}: {problem}")
     try:
         array = np.load(path) if path.suffix.lower() == ".npy" else np.asarray(Image.open(path))
     except (OSError, ValueError) as error:

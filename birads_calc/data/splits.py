@@ -7,7 +7,9 @@ the manifest (dropping a patient, ``skip_bad_rows``) can never move a training p
 
 A manifest that does not fit the pinned split is refused with :class:`SplitError`, naming the patients: patients
 the split does not know (nobody can say whether the model saw them) and patients whose manifest ``split`` column
-says otherwise. Patients of the file missing from the manifest are only reported (their rows were dropped).
+says otherwise. Patients of the file missing from the manifest are only reported (their rows were dropped). A split
+that leaves a split a command needs empty (every patient in test, ratios ``[0, 0, 1]``, a test after the test
+patients left the manifest) is refused as well, naming where the split came from (:func:`require_splits`).
 """
 
 from __future__ import annotations
@@ -21,15 +23,17 @@ from pathlib import Path
 import numpy as np
 
 from birads_calc.data.manifest import SPLITS, Lesion
-from birads_calc.io import write_csv
+from birads_calc.errors import InputError
+from birads_calc.io import not_a_file, read_csv, write_csv
 
 SPLITS_FILE = "splits.csv"
 SPLIT_COLUMNS = ("patient_id", "split")
 NAMED = 10  # patients named in a message before "and N more"
 
 
-class SplitError(ValueError):
-    """A split file that cannot be read, or a manifest that does not fit the pinned split."""
+class SplitError(InputError, ValueError):
+    """A split file that cannot be read, a manifest that does not fit the pinned split, or a split left empty.
+    Bad input: exit code 2."""
 
 
 class DroppedPatientsWarning(UserWarning):
@@ -76,15 +80,17 @@ def read_splits(path: str | os.PathLike) -> dict[str, str]:
         SplitError: the file is missing or unreadable, lacks a column, names an unknown split or a patient twice.
     """
     path = Path(path)
+    problem = not_a_file(path)
+    if problem:
+        raise SplitError(f"split file {path}: {problem}")
     try:
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in SPLIT_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise SplitError(f"split file {path}: no column {', '.join(missing)} (expected patient_id,split)")
-            rows = [(line, row["patient_id"], (row["split"] or "").strip().lower()) for line, row in enumerate(reader, 2)]
+        header, table = read_csv(path)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise SplitError(f"split file {path}: cannot read it ({error})") from None
+    missing = [c for c in SPLIT_COLUMNS if c not in header]
+    if missing:
+        raise SplitError(f"split file {path}: no column {', '.join(missing)} (expected patient_id,split)")
+    rows = [(line, row["patient_id"], (row["split"] or "").strip().lower()) for line, row in enumerate(table, 2)]
     assignment: dict[str, str] = {}
     for line, patient, split in rows:
         if split not in SPLITS:
@@ -128,6 +134,31 @@ def pinned_split(lesions: Sequence[Lesion], assignment: Mapping[str, str], sourc
             stacklevel=2,
         )
     return positions_of(assignment, lesions)
+
+
+def require_splits(splits: Mapping[str, Sequence[int]], lesions: Sequence[Lesion], needed: Sequence[str], source: str):
+    """Refuse a split that leaves one of the ``needed`` splits without a lesion.
+
+    Args:
+        splits: lesion positions per split.
+        lesions: the manifest's lesions (for the patient counts in the message).
+        needed: the splits the command uses (``fit``: train and val; ``test``: test).
+        source: where the split came from, as the message should name it (``split file runs/.../splits.csv``,
+            ``--data.split_ratios [0, 0, 1]``, ``the manifest's split column``).
+
+    Raises:
+        SplitError: naming the empty splits, the patients per split and ``source``.
+    """
+    empty = [name for name in needed if not splits.get(name)]
+    if not empty:
+        return
+    patients = {name: len({lesions[i].patient_id for i in splits.get(name, [])}) for name in SPLITS}
+    counts = ", ".join(f"{name} {patients[name]}" for name in SPLITS)
+    raise SplitError(
+        f"{source} leaves no patient of the manifest in the {' and '.join(empty)} split (patients per split: "
+        f"{counts}); this command needs {' and '.join(needed)}. Give a split with patients in each, or a manifest "
+        "that holds them"
+    )
 
 
 def _names(items: Sequence[str]) -> str:

@@ -12,14 +12,13 @@ path>/`` (the run folder is only known once the trainer has resolved the checkpo
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from birads_calc.detection.tool import DetectInputError, DetectSummary, run_detection
-from birads_calc.io import write_csv
+from birads_calc.io import read_csv, write_csv
 
 FLAG = "--detect"
 
@@ -86,11 +85,9 @@ def add_detection_scores(folder: Path) -> Path | None:
     predictions = Path(folder) / "predictions.csv"
     if not predictions.is_file():
         return None
-    with (Path(folder) / "detections.csv").open(newline="") as f:
-        scores = {row["lesion_id"]: row["score"] for row in csv.DictReader(f)}
-    with predictions.open(newline="") as f:
-        reader = csv.DictReader(f)
-        columns, rows = list(reader.fieldnames or []), list(reader)
+    # read_csv undoes write_csv's formula escaping, so a lesion_id such as "=x" is neither unmatched nor escaped twice
+    scores = {row["lesion_id"]: row["score"] for row in read_csv(Path(folder) / "detections.csv")[1]}
+    columns, rows = read_csv(predictions)
     if "detection_score" not in columns:
         at = columns.index("birads_pred") + 1 if "birads_pred" in columns else len(columns)
         columns.insert(at, "detection_score")

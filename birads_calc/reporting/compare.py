@@ -20,7 +20,6 @@ Writes ``compare.json``, ``table.md`` (also printed), ``table.png``, ``differenc
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 import sys
@@ -34,7 +33,7 @@ import yaml
 from jsonargparse import ArgumentParser, Namespace
 
 from birads_calc.categories import PATHOLOGY_VALUES, scale
-from birads_calc.io import staged_outputs, write_json
+from birads_calc.io import read_csv, staged_outputs, write_json
 from birads_calc.metrics import UndefinedMetricWarning, metric_on_resamples
 from birads_calc.metrics.functional import malignancy_adjusted_qwk, quadratic_weighted_kappa
 from birads_calc.reporting.comparable_runs import (
@@ -264,8 +263,8 @@ def read_predictions(run: RunResult) -> RunPredictions | None:
         return None
     names = scale(run.num_classes)
     try:
-        with run.predictions.open(newline="") as f:
-            rows = sorted(csv.DictReader(f), key=lambda r: (r["patient_id"], r.get("lesion_id", ""), r.get("row", "")))
+        _, table = read_csv(run.predictions)  # cells as written before write_csv's formula escaping
+        rows = sorted(table, key=lambda r: (r["patient_id"], r.get("lesion_id", ""), r.get("row", "")))
         return RunPredictions(
             patients=[r["patient_id"] for r in rows],
             lesion_ids=[r.get("lesion_id") or r.get("row", "") for r in rows],

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +26,7 @@ from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from birads_calc.errors import InputError
-from birads_calc.io import atomic_path
+from birads_calc.io import atomic_path, not_a_file
 
 VAL_QWK = "val_qwk"
 
@@ -38,21 +39,67 @@ def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict[
     """Load a checkpoint on the CPU without reading its tensors into memory (``mmap``).
 
     Raises:
-        CheckpointError: the path is missing, a folder, or not a whole PyTorch checkpoint (a zip archive).
+        CheckpointError: the path is missing, a folder, a FIFO or device, not a whole PyTorch checkpoint (a zip
+            archive holding ``data.pkl``), or a PyTorch file that is not a Lightning checkpoint (bare weights, a
+            list): each named with the path and what to give instead.
+        pickle.UnpicklingError: (``weights_only``) the file holds objects other than tensors and plain values;
+            the caller refuses it as unsafe.
     """
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"--ckpt_path {path}: file not found")
-    if path.is_dir():
+    problem = not_a_file(path)
+    if problem == "is a folder, not a file":
         raise CheckpointError(
             f"--ckpt_path {path}: is a folder; give the .ckpt file (e.g. <run>/checkpoints/last.ckpt)"
         )
+    if problem:
+        raise CheckpointError(f"--ckpt_path {path}: {problem}")
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
             f"--ckpt_path {path}: not a PyTorch checkpoint, or one cut short (e.g. by a full disk); give a .ckpt "
             "file written by 'birads-calc fit'"
         )
-    return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+    except pickle.UnpicklingError as error:
+        if weights_only and "Unsupported global" in str(error):
+            raise  # it names code to run: refused as unsafe by the caller, with that reason
+        detail = next((line.strip() for line in str(error).splitlines() if "Unsupported" in line), "")
+        reason = detail or (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise CheckpointError(
+            f"--ckpt_path {path}: a zip archive but not a PyTorch checkpoint: its data cannot be unpickled ({reason}); "
+            "give a .ckpt file written by 'birads-calc fit'"
+        ) from None
+    except (RuntimeError, ValueError, EOFError, KeyError, OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = reason.split("  (Could this error message be improved?")[0]  # torch's own appeal, not the cause
+        raise CheckpointError(
+            f"--ckpt_path {path}: a zip archive but not a PyTorch checkpoint ({reason[:200]}); give a .ckpt file "
+            "written by 'birads-calc fit'"
+        ) from None
+    _require_lightning_checkpoint(path, checkpoint)
+    return checkpoint
+
+
+def _require_lightning_checkpoint(path: Path, checkpoint: Any) -> None:
+    """A birads-calc checkpoint is Lightning's: a dict with the weights (``state_dict``) and the model's settings
+    (``hyper_parameters``). Bare weights (``torch.save(model.state_dict())``) carry no method, scale or window."""
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(
+            f"--ckpt_path {path}: a PyTorch file holding a {type(checkpoint).__name__}, not a Lightning checkpoint; "
+            "give a .ckpt file written by 'birads-calc fit'"
+        )
+    if "state_dict" not in checkpoint:
+        tensors = sum(isinstance(v, torch.Tensor) for v in checkpoint.values())
+        what = f"bare weights (a state_dict of {tensors} tensors)" if tensors else "a dict without weights"
+        raise CheckpointError(
+            f"--ckpt_path {path}: holds {what}, not a Lightning checkpoint: it does not say which method, scale and "
+            "window the weights belong to. Give a .ckpt file written by 'birads-calc fit'"
+        )
+    if not isinstance(checkpoint.get("hyper_parameters"), Mapping):
+        raise CheckpointError(
+            f"--ckpt_path {path}: a Lightning checkpoint without the model's hyperparameters, so not one of "
+            "birads-calc's; give a .ckpt file written by 'birads-calc fit'"
+        )
 
 
 def checkpoint_settings(checkpoint: Mapping[str, Any]) -> dict[str, Any]:

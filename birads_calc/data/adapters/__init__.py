@@ -6,9 +6,12 @@ docstring). An adapter never drops anything silently: every source row, ROI or f
 manifest row is a :class:`NotConverted` record with a short reason. ``convert`` writes the manifest, writes those
 records beside it (``<manifest>.not_converted.csv``) and prints a summary grouped by reason.
 
-An existing manifest at ``--out`` (and its not-converted list) is removed before the adapter writes its first
-mask, and the new manifest is written last: an interrupted conversion leaves no manifest, never an old one over
-masks that are half replaced; temporary files of a killed run are deleted by the next complete one.
+The output set (manifest, not-converted list, ``masks/<format>/``) is written whole or not at all: the adapter
+writes into a staging folder (``birads_calc.io.staged_outputs``) that is moved into place only when the conversion
+has finished. An existing manifest at ``--out`` is never deleted or replaced without ``--overwrite true``; with it,
+the old manifest stays until the new set is complete (it is removed just before the new files are moved in, so a
+kill in between leaves no manifest rather than an old one over new masks), and a conversion that produces no row
+leaves the old set as it was. Masks of other formats or manifests in ``masks/`` are kept.
 
 Paths in the manifest are relative to the manifest's folder where the file lies under it (generated masks always
 do: ``<out folder>/masks/<format>/...``) and absolute otherwise (the images stay in the user's download).
@@ -28,9 +31,9 @@ from types import ModuleType
 import numpy as np
 from jsonargparse import ArgumentParser, Namespace
 
-from birads_calc.errors import InputError
 from birads_calc.data.manifest import MANIFEST_COLUMNS
-from birads_calc.io import write_csv
+from birads_calc.errors import InputError
+from birads_calc.io import staged_outputs, write_csv
 
 # format name -> (module, one-line help)
 FORMATS: dict[str, tuple[str, str]] = {
@@ -132,6 +135,12 @@ def format_parser(name: str) -> ArgumentParser:
     """The options of ``convert NAME``: the parameters of that adapter's ``convert``."""
     parser = ArgumentParser(prog=f"birads-calc convert {name}", description=FORMATS[name][1])
     parser.add_function_arguments(adapter(name).convert, as_group=False)
+    parser.add_argument(
+        "--overwrite",
+        type=bool,
+        default=False,
+        help="replace an existing manifest at --out (with its not-converted list and masks of this format)",
+    )
     return parser
 
 
@@ -140,30 +149,61 @@ def adapter(name: str) -> ModuleType:
     return importlib.import_module(FORMATS[name][0])
 
 
+class _NothingToReplace(Exception):
+    """Nothing converted while a manifest already exists: the old set is kept as it was (no commit)."""
+
+
 def main(cfg: Namespace) -> int:
-    """Convert, write the manifest and the not-converted list, print the summary; 0 when any row was written."""
+    """Convert, write the manifest and the not-converted list as one set, print the summary; 0 when any row was
+    written, 1 when none was, 2 for bad input (an existing manifest without ``--overwrite true`` included)."""
     name = cfg.format
     parser = format_parser(name)
     # Settings groups (e.g. the detector's dataclass) arrive as namespaces; make them objects again.
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # jsonargparse < 4.49
     options = dict(vars(instantiate(cfg[name])))
+    overwrite = options.pop("overwrite", False)
     out = Path(options["out"])
-    if out.is_dir():
-        print(
-            f"convert {name}: --out {out} is a folder; give the manifest file to write, e.g. {out}/manifest.csv",
-            file=sys.stderr,
-        )
-        return 2
-    for stale in (out, report_path(out)):
-        stale.unlink(missing_ok=True)  # the masks beside them are about to be rewritten (module docstring)
     try:
-        result = adapter(name).convert(**options)
+        check_out(out, name, overwrite)
+        with staged_outputs(out.parent, owned=[report_path(out).name], merge=["masks"]) as stage:
+            result = adapter(name).convert(**{**options, "out": stage / out.name})
+            relocate(result.rows, out.parent)
+            if not result.rows and out.exists():
+                raise _NothingToReplace
+            report = write(result, stage / out.name)
+            if result.rows:
+                out.unlink(missing_ok=True)  # only now: a kill during the moves leaves no manifest, never the old one
     except ConversionError as error:
         print(f"convert {name}: {error}", file=sys.stderr)
         return 2
-    print(summary(name, result, out, write(result, out)))
+    except _NothingToReplace:
+        print(summary(name, result, out, None) + f"\nthe existing {out} and its files were left as they were")
+        return 1
+    print(summary(name, result, out, report and report_path(out)))
     remove_leftovers(out, name)
     return 0 if result.rows else 1
+
+
+def check_out(out: Path, name: str, overwrite: bool) -> None:
+    """Refuse an ``--out`` that is a folder, or an existing manifest without ``--overwrite true``."""
+    if out.is_dir():
+        raise ConversionError(f"--out {out} is a folder; give the manifest file to write, e.g. {out}/manifest.csv")
+    if out.exists() and not overwrite:
+        raise ConversionError(
+            f"--out {out} already exists; pass --overwrite true to replace it (with its not-converted list and the "
+            f"masks of masks/{name}/ it names), or give another --out"
+        )
+
+
+def relocate(rows: list[dict[str, str]], folder: Path) -> None:
+    """The adapter wrote paths relative to the staging folder where they lie under it (its layout is the final
+    one); absolute paths under the manifest's real ``folder`` become relative to it, as they would have been had
+    the adapter written there."""
+    for row in rows:
+        for column in ("image", "mask"):
+            value = row.get(column) or ""
+            if value and Path(value).is_absolute():
+                row[column] = manifest_path(value, folder)
 
 
 def remove_leftovers(out: Path, name: str) -> None:
@@ -210,7 +250,8 @@ def summary(name: str, result: Conversion, out: Path, report: Path | None) -> st
     else:
         lines.append(f"convert {name}: nothing could be converted; no manifest written to {out}")
     if result.not_converted:
-        lines.append(f"not converted: {len(result.not_converted)} (each listed in {report})")
+        listed = f" (each listed in {report})" if report else ""
+        lines.append(f"not converted: {len(result.not_converted)}{listed}")
         by_reason: dict[str, list[NotConverted]] = {}
         for record in result.not_converted:
             by_reason.setdefault(record.reason, []).append(record)

@@ -27,6 +27,8 @@ import numpy as np
 from skimage.measure import label
 from skimage.morphology import disk, white_tophat
 
+from birads_calc.data.limits import Contrast, Deviations, SizeMm
+
 
 @dataclass(frozen=True)
 class SpeckDetector:
@@ -39,10 +41,10 @@ class SpeckDetector:
         min_contrast: and by at least this much, in gray units of the [0, 1] image.
     """
 
-    max_speck_mm: float = 1.4
-    min_speck_mm: float = 0.2
-    k: float = 3.5
-    min_contrast: float = 0.025
+    max_speck_mm: SizeMm = 1.4
+    min_speck_mm: SizeMm = 0.2
+    k: Deviations = 3.5
+    min_contrast: Contrast = 0.025
 
     def footprint_radius(self, pixel_spacing_mm: float) -> int:
         """Radius in pixels of the top-hat disc (at least 1)."""

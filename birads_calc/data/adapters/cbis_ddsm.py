@@ -38,6 +38,7 @@ from birads_calc.data.adapters import (
     require_dir,
 )
 from birads_calc.data.dicom import ImageReadError, read_header, read_image
+from birads_calc.data.limits import Fraction, Seed
 from birads_calc.data.masks import write_mask
 from birads_calc.progress import track
 
@@ -132,8 +133,8 @@ def convert(
     train_csv: Path | None = None,
     test_csv: Path | None = None,
     dicom_dir: Path | None = None,
-    val_fraction: float = 0.25,
-    seed: int = 0,
+    val_fraction: Fraction = 0.25,
+    seed: Seed = 0,
     without_callback: Literal["unknown", "benign"] = "unknown",
 ) -> Conversion:
     """Convert CBIS-DDSM calcification cases (CSVs + TCIA DICOM download).
@@ -257,6 +258,6 @@ def _header(path: Path):
 
 def _read(path: Path):
     try:
-        return read_image(path, voi="full")
+        return read_image(path, voi="full", allow_blank=True)  # an ROI mask DICOM may be all zero
     except ImageReadError as error:
         raise LocateError("unreadable DICOM", str(error)) from None

@@ -30,6 +30,7 @@ from birads_calc.categories import LabelError, label_name, normalize_label, pars
 from birads_calc.data.adapters import Conversion, ConversionError, find_files, manifest_path, require_dir
 from birads_calc.data.adapters.calcifications import circle
 from birads_calc.data.dicom import ImageReadError, read_header
+from birads_calc.data.limits import RadiusPx
 from birads_calc.data.masks import write_mask
 from birads_calc.progress import track
 
@@ -125,7 +126,7 @@ def roi_mask(points: list[tuple[float, float]], shape: tuple[int, int], point_ra
     return mask
 
 
-def convert(src: Path, out: Path, table: Path | None = None, point_radius: float = 3.0) -> Conversion:
+def convert(src: Path, out: Path, table: Path | None = None, point_radius: RadiusPx = 3.0) -> Conversion:
     """Convert INbreast (table + XML ROIs + DICOMs).
 
     Args:

@@ -31,6 +31,7 @@ from birads_calc.data.adapters import (
 )
 from birads_calc.data.adapters.calcifications import DEFAULT_DETECTOR, SpeckDetector, box, find_calcifications
 from birads_calc.data.dicom import ImageReadError, read_image
+from birads_calc.data.limits import Fraction, PixelSpacingMm, Seed
 from birads_calc.data.masks import write_mask
 from birads_calc.progress import track
 
@@ -72,9 +73,9 @@ def convert(
     src: Path,
     out: Path,
     annotations: Path | None = None,
-    val_fraction: float = 0.25,
-    seed: int = 0,
-    pixel_spacing_mm: float | None = None,
+    val_fraction: Fraction = 0.25,
+    seed: Seed = 0,
+    pixel_spacing_mm: PixelSpacingMm | None = None,
     detector: SpeckDetector = DEFAULT_DETECTOR,
 ) -> Conversion:
     """Convert VinDr-Mammo calcification findings.

@@ -48,11 +48,12 @@ from pathlib import Path
 from typing import Literal
 
 from jsonargparse import ArgumentParser, Namespace
+from jsonargparse.typing import PositiveInt, restricted_number_type
 
-from birads_calc.errors import InputError
-
+from birads_calc.data.limits import ImageSide, PixelSpacingMm, Seed
 from birads_calc.data.synthetic.lesions import ImageSpec, LesionSpec, sample_dataset
 from birads_calc.data.synthetic.writer import CANARY_MARKER, CANARY_NAME, Summary, generate
+from birads_calc.errors import InputError
 
 __all__ = [
     "CANARY_MARKER",
@@ -69,24 +70,34 @@ __all__ = [
 DEFAULT_IMAGE_SIZE = (512, 416)
 DEFAULT_PIXEL_SPACING = 0.2
 DEFAULT_PATIENTS = 100
+MAX_PATIENTS = 100_000  # about 100 times the paper's 708; a typo such as 10**9 would run for days
+Patients = restricted_number_type("Patients", int, [(">=", 1), ("<=", MAX_PATIENTS)])
 
 
 def configure_parser(parser: ArgumentParser) -> None:
     """Options of ``birads-calc synth``."""
     parser.add_argument("--out", type=Path, required=True, help="Output folder (images/, masks/, manifest.csv).")
-    parser.add_argument("--patients", type=int, default=DEFAULT_PATIENTS, help="Number of patients (~2.5 views each).")
-    parser.add_argument("--seed", type=int, default=0, help="Dataset seed: same seed, same bytes.")
+    parser.add_argument(
+        "--patients", type=Patients, default=DEFAULT_PATIENTS, help="Number of patients (~2.5 views each), 1-100000."
+    )
+    parser.add_argument("--seed", type=Seed, default=0, help="Dataset seed in [0, 2^32): same seed, same bytes.")
     parser.add_argument(
         "--image_size",
-        type=int,
+        type=ImageSide,
         nargs=2,
         default=list(DEFAULT_IMAGE_SIZE),
         metavar=("ROWS", "COLS"),
         help="Image size in pixels (paper scale: 3328 2560 with --pixel_spacing 0.085).",
     )
-    parser.add_argument("--pixel_spacing", type=float, default=DEFAULT_PIXEL_SPACING, help="mm per pixel.")
-    parser.add_argument("--workers", type=int, default=2, help="Worker processes (the output does not depend on it).")
-    parser.add_argument("--num_classes", type=int, default=6, help="6 (2,3,4A,4B,4C,5) or 4 (2,3,4,5) labels.")
+    parser.add_argument(
+        "--pixel_spacing", type=PixelSpacingMm, default=DEFAULT_PIXEL_SPACING, help="mm per pixel, 0.01-2."
+    )
+    parser.add_argument(
+        "--workers", type=PositiveInt, default=2, help="Worker processes (the output does not depend on it)."
+    )
+    parser.add_argument(
+        "--num_classes", type=Literal[6, 4], default=6, help="6 (2,3,4A,4B,4C,5) or 4 (2,3,4,5) labels."
+    )
     parser.add_argument("--overwrite", type=bool, default=False, help="Replace an existing dataset in --out.")
     parser.add_argument(
         "--pathology",
@@ -126,14 +137,9 @@ def main(cfg: Namespace) -> int:
 
 
 def _check(cfg: Namespace) -> str | None:
-    """A clear message for options that cannot work, before any file is written."""
+    """A clear message for options that cannot work together, before any file is written (each option's own range
+    is a type of the parser)."""
     rows, cols = cfg.image_size
-    if cfg.patients < 1:
-        return f"--patients must be at least 1, got {cfg.patients}"
-    if cfg.num_classes not in (4, 6):
-        return f"--num_classes must be 6 or 4, got {cfg.num_classes}"
-    if cfg.pixel_spacing <= 0:
-        return f"--pixel_spacing must be positive, got {cfg.pixel_spacing}"
     if min(rows, cols) * cfg.pixel_spacing < 40:
         return (
             f"--image_size {rows} {cols} at {cfg.pixel_spacing} mm/pixel covers less than 40 mm; a breast with "
