@@ -8,6 +8,9 @@ import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# W&B copies the console into its runs by wrapping sys.stdout/stderr once per process; under pytest those are the
+# capture streams of whichever test came first, closed afterwards, and every later in-process run loses its files
+os.environ.setdefault("WANDB_CONSOLE", "off")
 # A GPU config on the CPU would time bf16 against fp32 on CPUs with native bf16 (training/precision.py): the tests'
 # tiny models train fastest, and identically on every machine, in fp32. tests/test_precision.py tests the choice.
 os.environ.setdefault("BIRADS_CALC_CPU_PRECISION", "32-true")

@@ -218,7 +218,7 @@ def test_an_empty_evaluated_split_is_a_clear_error(trained, tmp_path, capsys):
         writer.writerows(kept)
     code, text = run(capsys, *command("test", "mse.yaml", no_test, "--ckpt_path", str(trained["last"]),
                                       "--run_dir", str(tmp_path / "out")))  # fmt: skip
-    assert code == 2 and "the test split of" in text and "holds no patient of the manifest" in text
+    assert code == 2 and "leaves no patient of the manifest in the test split" in text and "test 0" in text
     assert "Traceback" not in text
 
 

@@ -2,6 +2,9 @@
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,7 +56,7 @@ def test_agent_command_parses_with_the_cli(capsys, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_an_agent_run_trains_and_tests_into_the_agents_wandb_run(tmp_path, monkeypatch):
+def test_an_agent_run_trains_and_tests_into_the_agents_wandb_run(tmp_path):
     """What ``wandb agent`` does for one grid point, without a W&B server: it sets the run and sweep ids in the
     environment and runs the sweep's command with ``${args}`` filled in. Fit and test must both land in that run,
     with the test metrics and their CIs in its summary. The CPU overlay keeps W&B logging on."""
@@ -61,14 +64,15 @@ def test_an_agent_run_trains_and_tests_into_the_agents_wandb_run(tmp_path, monke
     from training_helpers import TINY_OVERRIDES, read_wandb_records
 
     manifest = make_tiny_dataset(tmp_path / "data", patients=10, size=96)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_RUN_ID", "agent0001")
-    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep0001")
     cfg = yaml.safe_load(SWEEP.read_text())
     command = [word for word in cfg["command"] if word not in ("${env}", "${args}")]
     args = [*command[1:], "--config", "demo", "--model.alpha=0.3", "--seed_everything=1"]
-    assert main([*args, "--data.manifest", str(manifest), *TINY_OVERRIDES]) == 0
+    # the agent starts the command as a process of its own, in its folder, with the run's ids in the environment
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_RUN_ID": "agent0001", "WANDB_SWEEP_ID": "sweep0001",
+           "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # fmt: skip
+    line = [sys.executable, "-m", "birads_calc", *args, "--data.manifest", str(manifest), *TINY_OVERRIDES]
+    done = subprocess.run(line, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs" / "proposed").iterdir()
     assert json.loads((run_dir / "metrics.json").read_text())["alpha"] == 0.3  # tested after the fit
     files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))

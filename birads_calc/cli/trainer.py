@@ -691,7 +691,7 @@ def configure_loggers(
         if not isinstance(logger, Namespace) or logger.class_path.rsplit(".", 1)[-1] not in FILE_LOGGERS:
             continue
         init = logger.init_args
-        init.save_dir = str(run_dir)
+        init.save_dir = str(Path(run_dir).resolve())  # absolute: W&B's service process has a cwd of its own
         if logger.class_path.endswith("WandbLogger"):
             _configure_wandb(init, cfg, name, run_dir, subcommand)
             init.config = {**init.config, **(extra_config or {})}
