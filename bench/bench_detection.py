@@ -47,7 +47,7 @@ from birads_calc.data.manifest import MANIFEST_COLUMNS, read_manifest
 from birads_calc.data.masks import read_mask
 from birads_calc.data.synthetic import generate
 from birads_calc.detection import detect_image
-from birads_calc.detection.evaluate import FROC_RATES, froc, match_image, operating_point, speck_counts
+from birads_calc.detection.evaluate import FROC_RATES, ImageMatch, froc, match_image, operating_point, speck_counts
 from birads_calc.detection.regions import MIN_SCORE
 from birads_calc.io import write_csv
 
@@ -130,45 +130,75 @@ def mias_truth(root: Path) -> tuple[dict[str, list], dict[str, str]]:
     return circles, kind
 
 
+MIAS_RATES = (0.25, 0.5, 1.0, 2.0, 4.0)
+MIAS_SHIFT_MM = 3.0  # the shifted run: content moved this far down and right (film padding added)
+MIAS_VARIANTS = ("original", "mirrored", "shifted")
+
+
+def mias_variant(pixels: np.ndarray, circles: list, variant: str) -> tuple[np.ndarray, list]:
+    """The film and its circles mirrored left-right, shifted by ``MIAS_SHIFT_MM`` (padded with film), or as is."""
+    if variant == "mirrored":
+        return pixels[:, ::-1].copy(), [(r, pixels.shape[1] - 1 - c, rad) for r, c, rad in circles]
+    if variant == "shifted":
+        step = round(MIAS_SHIFT_MM / MIAS_SPACING[0])
+        moved = np.pad(pixels, ((step, 0), (step, 0)), mode="edge")[: pixels.shape[0], : pixels.shape[1]]
+        return moved, [(r + step, c + step, rad) for r, c, rad in circles]
+    return pixels, circles
+
+
 def mias_figures(root: Path) -> dict[str, dict]:
+    """FROC on the mini-MIAS films (evaluation only), as they are, mirrored and shifted; per-stage time."""
     if not (root / "Info.txt").is_file():
         print(f"detection: mini-MIAS not found at {root}; skipped", file=sys.stderr)
         return {}
     circles, kind = mias_truth(root)
-    found = total = false_pos = fp_images = normal_regions = 0
-    on_breast_found = on_breast_total = 0
-    note3_with_region = note3 = 0
-    for ref in sorted(kind):
-        picture = read_image(root / "images" / f"{ref}.pgm")
-        result = detect_image(picture.pixels, MIAS_SPACING)
-        mine = circles.get(ref, [])
-        inside = [[np.hypot(g.centroid[0] - r, g.centroid[1] - c) <= rad for r, c, rad in mine] for g in result.regions]
-        for k, (r, c, rad) in enumerate(mine):
-            hit = any(row[k] for row in inside)
-            found, total = found + hit, total + 1
-            if _median_gray(picture.pixels, r, c, rad) >= BACKGROUND_GRAY:  # 2 circles lie on the film
-                on_breast_found, on_breast_total = on_breast_found + hit, on_breast_total + 1
-        if kind[ref] == "CALC" and not mine:  # *NOTE 3*: spread over the whole breast, no circle
-            note3, note3_with_region = note3 + 1, note3_with_region + bool(result.regions)
-            continue
-        false_pos += sum(not any(row) for row in inside)
-        fp_images += 1
-        normal_regions += len(result.regions) if kind[ref] == "NORM" else 0
-    normals = sum(k == "NORM" for k in kind.values())
+    films = {ref: read_image(root / "images" / f"{ref}.pgm").pixels for ref in sorted(kind)}
+    out: dict[str, dict] = {}
+    for variant in MIAS_VARIANTS:
+        matches, normal_regions, note3_with_region, hits_by_circle = [], [], 0, []
+        for ref, film in films.items():
+            pixels, mine = mias_variant(film, circles.get(ref, []), variant)
+            result = detect_image(pixels, MIAS_SPACING, min_score=0.0)
+            hits = [{k for k, (r, c, rad) in enumerate(mine) if np.hypot(g.centroid[0] - r, g.centroid[1] - c) <= rad}
+                    for g in result.regions]  # fmt: skip
+            if kind[ref] == "CALC" and not mine:  # *NOTE 3*: spread over the whole breast, no circle
+                note3_with_region += any(g.score >= MIN_SCORE for g in result.regions)
+                continue
+            matches.append(ImageMatch(np.asarray([g.score for g in result.regions], float), hits, len(mine)))
+            hits_by_circle += [(ref, k, any(k in h for h in hits)) for k in range(len(mine))]
+            if kind[ref] == "NORM":
+                normal_regions.append(sum(g.score >= MIN_SCORE for g in result.regions))
+        curve = froc(matches, MIAS_RATES)
+        sens, fp_rate = operating_point(matches, MIN_SCORE)
+        n_truth = sum(m.n_truth for m in matches)
+        where = f"{n_truth} circles on {len(matches)} films ({variant})"
+        for rate in MIAS_RATES:
+            out[f"detection.mias.{variant}.sens_at_{rate:g}_fp"] = figure(
+                curve[f"sens@{rate:g}"], None, f"circle sensitivity at {rate:g} FP regions/image, {where}",
+                0.6 if rate == 2 else 0.5 if rate == 1 else None,
+            )  # fmt: skip
+        out[f"detection.mias.{variant}.sensitivity"] = figure(sens, None, f"at the default MIN_SCORE, {where}", None)
+        out[f"detection.mias.{variant}.fp_per_image"] = figure(fp_rate, None, "at the default MIN_SCORE", None, True)
+        out[f"detection.mias.{variant}.normal_max_regions"] = figure(
+            max(normal_regions), None, f"most regions on one of the {len(normal_regions)} normal films", 2, True
+        )
+        out[f"detection.mias.{variant}.note3_images_with_region"] = figure(
+            note3_with_region, None, "of the 3 films calcified all over (no circle)", None
+        )
+        print(f"detection: mini-MIAS {variant}: {curve}; missed {[(r, k) for r, k, h in hits_by_circle if not h]}")
+    out.update(stage_times(films))
+    return out
+
+
+def stage_times(films: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Median seconds of each stage over the mini-MIAS films (1024 x 1024 at 0.2 mm)."""
+    times = defaultdict(list)
+    for pixels in films.values():
+        for stage, seconds in detect_image(pixels, MIAS_SPACING).seconds.items():
+            times[stage].append(seconds)
     return {
-        "detection.mias.sensitivity": figure(found / total, None, f"circles found, of {total} on 22 images", None),
-        "detection.mias.sensitivity_on_breast": figure(
-            on_breast_found / on_breast_total, None, f"of the {on_breast_total} circles lying on the breast", None
-        ),
-        "detection.mias.fp_per_image": figure(
-            false_pos / fp_images, None, f"regions in no circle per image ({fp_images} images)", None, True
-        ),
-        "detection.mias.normal_regions_per_image": figure(
-            normal_regions / max(normals, 1), None, f"regions on the {normals} normal mammograms", None, True
-        ),
-        "detection.mias.note3_images_with_region": figure(
-            note3_with_region, None, f"of {note3} images calcified all over (no circle)", None
-        ),
+        f"detection.mias.seconds_{stage}": figure(statistics.median(t), None, "s per 1024x1024 film", None, True)
+        for stage, t in times.items()
     }
 
 

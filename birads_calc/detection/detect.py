@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,6 +54,7 @@ class ImageDetection:
     reason: str | None
     breast: Breast | None = field(default=None, repr=False)
     specks: Specks | None = field(default=None, repr=False)
+    seconds: dict[str, float] = field(default_factory=dict, repr=False)
 
 
 def detect_image(
@@ -76,15 +78,19 @@ def detect_image(
     spacing = _spacing(pixel_spacing)
     if pixels.ndim != 2:
         raise ValueError(f"pixels must be a 2-D image, got shape {pixels.shape}")
+    t0 = time.perf_counter()
     breast = find_breast(pixels, spacing)
+    t1 = time.perf_counter()
     if breast.reason:
-        return ImageDetection([], breast.reason, breast)
+        return ImageDetection([], breast.reason, breast, seconds={"breast": t1 - t0})
     specks = find_specks(pixels, breast.search, spacing, breast.mask, breast.level)
+    t2 = time.perf_counter()
     groups = group_specks(specks, spacing, min_score)
     regions = [_region(k + 1, g.score, region_mask(specks, g.members, pixels.shape), len(g.members), spacing)
                for k, g in enumerate(groups)]  # fmt: skip
     reason = None if regions else f"{NO_CALCIFICATION} ({len(specks)} isolated speck(s), no group)"
-    return ImageDetection(regions, reason, breast, specks)
+    seconds = {"breast": t1 - t0, "specks": t2 - t1, "regions": time.perf_counter() - t2}
+    return ImageDetection(regions, reason, breast, specks, seconds)
 
 
 def _spacing(pixel_spacing) -> tuple[float, float]:
