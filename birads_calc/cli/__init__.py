@@ -60,6 +60,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "prepare": ("birads_calc.data.cache", "Build the lesion crop cache of a manifest ahead of training."),
     "compare": ("birads_calc.reporting.compare", "Table 3 layout (and Fig. 3 alpha curve) from finished runs."),
     "detect": ("birads_calc.detection.tool", "Find calcification regions on images without masks: masks + manifest."),
+    "detect-train": ("birads_calc.detection.train", "Train the detector's learned stage on phantoms in real films."),
 }
 # predict on DICOM studies (--dicomweb / --dicom_dir): birads_calc.clinical's own parser, not LightningCLI's
 CLINICAL_PREDICT = (
