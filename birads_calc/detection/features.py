@@ -17,6 +17,11 @@ own range. In the order of ``FEATURES``:
 * **context**: the background level (dense or fatty tissue), the distance to the skin line (capped; the skin's
   bright rim makes specks), the neighbours within 2, 5 and 10 mm (calcifications come in groups) and their
   summed evidence within 5 mm, and the image's density of candidates (a grainy film scatters them everywhere).
+
+**Context** (``CONTEXT``, for the ranker's second pass, "auto-context"): what the first pass thinks of the
+neighbours. Most neighbours are noise peaks, so counting them says little; the summed probability of the others
+within 2, 5 and 10 mm, the most likely one within 5 mm, and the image's mean probability (a film on which
+everything looks a little like calcium) say whether a candidate sits in a group of likely calcifications.
 """
 
 from __future__ import annotations
@@ -60,6 +65,27 @@ FEATURES = (
     "evidence_5mm",
     "log_density",
 )
+
+
+CONTEXT = ("likely_2mm", "likely_5mm", "likely_10mm", "most_likely_5mm", "image_mean_probability")
+
+
+def context_features(points_mm: np.ndarray, probability: np.ndarray) -> np.ndarray:
+    """float32 [N, len(CONTEXT)] from the candidates' positions (mm) and first-pass probabilities."""
+    n = len(points_mm)
+    if n == 0:
+        return np.zeros((0, len(CONTEXT)), np.float32)
+    tree = cKDTree(points_mm)
+    columns = []
+    for radius in NEIGHBOUR_RADII_MM:
+        near = tree.query_ball_point(points_mm, radius)
+        columns.append(np.asarray([probability[x].sum() for x in near]) - probability)
+        if radius == NEIGHBOUR_RADII_MM[1]:
+            others = [np.asarray([k for k in x if k != i], int) for i, x in enumerate(near)]
+            most = np.asarray([probability[x].max() if len(x) else 0.0 for x in others])
+    columns.append(most)
+    columns.append(np.full(n, probability.mean()))
+    return np.column_stack(columns).astype(np.float32)
 
 
 def speck_features(specks: Specks, maps: Maps, breast: Breast, spacing: tuple[float, float]) -> np.ndarray:

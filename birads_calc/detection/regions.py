@@ -117,6 +117,8 @@ def _best_first(groups: list[Group]) -> list[Group]:
 def _linked(specks: Specks, pixel_spacing, strong: np.ndarray) -> list[np.ndarray]:
     """Single-linkage groups: specks whose edges are within ``LINK_MM`` (``2 * LINK_MM`` when both ``strong``)."""
     n = len(specks)
+    if n == 0:
+        return []
     points_mm = specks.centroids * np.asarray(pixel_spacing)[None, :]
     radii = np.sqrt(specks.areas_mm2 / np.pi)
     reach = 2 * LINK_MM if strong.any() else LINK_MM

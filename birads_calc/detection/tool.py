@@ -300,6 +300,9 @@ def _detect_one(
         image = read_image(item.path)
     except ImageReadError as error:
         return None, f"unreadable: {error}"
+    recorded = _recorded_spacing(item.path) if image.pixel_spacing is None else None
+    if recorded is not None:  # a header value the reader could not take (0, negative, NaN): never replaced silently
+        return None, f"bad pixel spacing: {item.given}: the DICOM records {recorded}, not a positive finite number"
     spacing = image.pixel_spacing or ((pixel_spacing, pixel_spacing) if pixel_spacing else None)
     if spacing is None:
         return None, "no pixel spacing: the DICOM has no PixelSpacing/ImagerPixelSpacing; pass --pixel_spacing MM"
@@ -310,6 +313,24 @@ def _detect_one(
     if item.truths and result.regions:
         _transfer_labels(item, result, spacing)
     return result, "regions" if result.regions else (result.reason or "")
+
+
+def _recorded_spacing(path: Path) -> str | None:
+    """A DICOM's PixelSpacing/ImagerPixelSpacing as written, when it has one (the reader returns ``None`` both
+    for no spacing and for an unusable one)."""
+    if path.suffix.lower() in RASTER_SUFFIXES:
+        return None
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PixelSpacing", "ImagerPixelSpacing"])
+    except Exception:  # the reader already decoded this file; a header it cannot parse again is no spacing
+        return None
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(key)
+        if value is not None and len(value) == 2:
+            return f"{key} {list(value)}"
+    return None
 
 
 def _transfer_labels(item: InputImage, result: ImageDetection, spacing) -> None:

@@ -44,8 +44,8 @@ from birads_calc.data.synthetic.morphology import lesion_geometry
 from birads_calc.data.synthetic.phantom import _draw as draw_lesion
 from birads_calc.detection.breast import block_mean
 from birads_calc.detection.detect import check_spacing, describe
-from birads_calc.detection.features import FEATURES
-from birads_calc.detection.ranking import SpeckRanker, save_ranker
+from birads_calc.detection.features import CONTEXT, FEATURES, context_features
+from birads_calc.detection.ranking import Perceptron, SpeckRanker, logits_to_probability, save_ranker
 from birads_calc.errors import InputError
 
 SHARED = Path(os.environ.get("BIRADS_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
@@ -63,12 +63,18 @@ class TrainInputError(InputError, ValueError):
 
 @dataclass
 class Examples:
-    """Candidates with their features, label (1 calcification, 0 not), kind and background index."""
+    """Every candidate of every scene: features, position, kind (index into ``KIND_NAMES``; -1 near an inserted
+    calcification but not on it: neither class, kept only as a neighbour), scene and background index."""
 
     features: np.ndarray  # float32 [N, F]
-    labels: np.ndarray  # float32 [N]
-    kinds: np.ndarray  # int [N], index into KIND_NAMES
+    points_mm: np.ndarray  # float [N, 2]
+    kinds: np.ndarray  # int [N]
+    scenes: np.ndarray  # int [N]
     backgrounds: np.ndarray  # int [N]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return (self.kinds == 1).astype(np.float32)
 
 
 def default_backgrounds() -> list[Path]:
@@ -97,7 +103,7 @@ def configure_parser(parser) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("runs/detect-train/ranker.pt"), help="Weights file to write.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of everything random (data and training).")
-    parser.add_argument("--passes", type=int, default=4, help="Passes over each background and resolution.")
+    parser.add_argument("--passes", type=int, default=6, help="Passes over each background and resolution.")
     parser.add_argument("--lesions", type=int, default=8, help="Phantom calcification regions inserted per pass.")
     parser.add_argument("--resolutions", type=float, nargs="+", default=[0.1, 0.2], help="Working spacings (mm).")
     parser.add_argument("--validation", type=int, default=2, help="Backgrounds held out for the validation AUROC.")
@@ -133,8 +139,9 @@ def main(cfg) -> int:
     save_ranker(model, cfg.out, recipe)
     print(
         f"detect-train: {figures['train_positives']} + {figures['train_negatives']} training candidates, "
-        f"validation AUROC {figures['validation_auroc']:.3f} (calcifications vs everything), "
-        f"{figures['validation_auroc_distractors']:.3f} (vs dust and strands); wrote {cfg.out} "
+        f"validation AUROC {figures['validation_auroc']:.3f} (calcifications vs everything; first pass alone "
+        f"{figures['validation_auroc_first_pass']:.3f}), {figures['validation_auroc_distractors']:.3f} (vs dust and "
+        f"strands); wrote {cfg.out} "
         f"in {time.perf_counter() - start:.0f} s"
     )
     return 0
@@ -174,17 +181,20 @@ def collect(
                 print(f"detect-train: {path.name} at {native * factor:.2f} mm: {passes} pass(es)", file=sys.stderr)
     if not parts:
         raise TrainInputError("detect-train: no breast found on any background")
-    features = np.concatenate([p[0] for p in parts])
-    kinds = np.concatenate([p[1] for p in parts])
-    owner = np.concatenate([np.full(len(p[0]), p[2]) for p in parts])
-    return Examples(features, (kinds == 1).astype(np.float32), kinds, owner)
+    return Examples(
+        features=np.concatenate([p[0] for p in parts]),
+        points_mm=np.concatenate([p[2] for p in parts]),
+        kinds=np.concatenate([p[1] for p in parts]),
+        scenes=np.concatenate([np.full(len(p[0]), k) for k, p in enumerate(parts)]),
+        backgrounds=np.concatenate([np.full(len(p[0]), p[3]) for p in parts]),
+    )
 
 
 def scene_examples(pixels: np.ndarray, native_mm: float, factor: int, lesions: int, rng: np.random.Generator, clean):
     """One pass: insert lesions and distractors into ``pixels``, reduce by ``factor``, label the candidates.
 
     ``clean``: ``describe`` of the background reduced by ``factor`` (where the breast is, its local noise).
-    Returns (features [N, F], kinds [N]) or ``None`` when no candidate was found.
+    Returns (features [N, F], kinds [N], positions [N, 2] in mm) or ``None`` when no candidate was found.
     """
     work_mm = native_mm * factor
     noise = clean.maps.noise[0] * float(pixels.max() - pixels.min())  # the maps are in the image's own range
@@ -203,8 +213,8 @@ def scene_examples(pixels: np.ndarray, native_mm: float, factor: int, lesions: i
     peaks = found.specks.peak_pixels
     kinds = truth[peaks[:, 0], peaks[:, 1]].astype(int)
     near = ndimage.binary_dilation(truth == 1, iterations=max(1, round(NEAR_MM / work_mm)))
-    keep = (kinds != 0) | ~near[peaks[:, 0], peaks[:, 1]]
-    return found.features[keep], kinds[keep]
+    kinds[(kinds == 0) & near[peaks[:, 0], peaks[:, 1]]] = -1
+    return found.features, kinds, found.specks.centroids * work_mm
 
 
 def _sites(search: np.ndarray, count: int, work_mm: float, rng: np.random.Generator) -> list:
@@ -268,39 +278,84 @@ def _insert(scene, truth, local, centre, factor: int, contrast: float, kind: int
 
 
 def fit(examples: Examples, held_out: list[int], seed: int, epochs: int) -> tuple[SpeckRanker, dict]:
-    """Fit the ranker on the non-held-out backgrounds; figures on the held-out ones (AUROC)."""
-    from torchmetrics.functional.classification import binary_auroc
+    """Fit both passes of the ranker on the non-held-out backgrounds; figures on the held-out ones (AUROC).
 
+    The second pass learns from first-pass probabilities of its neighbours as the first pass will give them on a
+    new image: out of fold (the training backgrounds in two halves, each predicted by a first pass fitted on the
+    other), not the first pass's own, overconfident view of its training set.
+    """
     torch.manual_seed(seed)
     validation = np.isin(examples.backgrounds, held_out)
     train = ~validation
-    x, y = torch.from_numpy(examples.features[train]), torch.from_numpy(examples.labels[train])
-    if y.sum() == 0 or y.sum() == len(y):
+    labelled = examples.kinds >= 0
+    if not 0 < examples.labels[train & labelled].sum() < (train & labelled).sum():
         raise TrainInputError("detect-train: the training backgrounds gave only one class of candidates")
-    model = SpeckRanker(len(FEATURES))
-    model.mean.copy_(x.mean(0))
-    model.scale.copy_(x.std(0).clamp_min(1e-6))
+    model = SpeckRanker()
+    _fit_perceptron(model.first, examples.features[train & labelled], examples.labels[train & labelled], seed, epochs)
+    first = logits_to_probability(model.first, examples.features)
+    backgrounds = np.unique(examples.backgrounds[train])
+    if len(backgrounds) >= 2:  # out of fold on the training backgrounds
+        for fold in (backgrounds[::2], backgrounds[1::2]):
+            inside = np.isin(examples.backgrounds, fold)
+            other = Perceptron(len(FEATURES))
+            rows = train & labelled & ~inside
+            _fit_perceptron(other, examples.features[rows], examples.labels[rows], seed, epochs)
+            first[inside] = logits_to_probability(other, examples.features[inside])
+    context = np.zeros((len(first), len(CONTEXT)), np.float32)
+    for scene in np.unique(examples.scenes):
+        rows = examples.scenes == scene
+        context[rows] = context_features(examples.points_mm[rows], first[rows])
+    both = np.hstack([examples.features, context])
+    _fit_perceptron(model.second, both[train & labelled], examples.labels[train & labelled], seed, epochs)
+    model.eval()
+    check = (validation if validation.any() else train) & labelled
+    first_check = logits_to_probability(model.first, examples.features[check])
+    figures = {
+        "train_positives": int(examples.labels[train & labelled].sum()),
+        "train_negatives": int((train & labelled).sum() - examples.labels[train & labelled].sum()),
+        "validation_positives": int(examples.labels[check].sum()),
+        "validation_negatives": int(check.sum() - examples.labels[check].sum()),
+    }
+    # the validation scenes' context from the final first pass, as at inference
+    final = np.zeros(len(first), np.float32)
+    for scene in np.unique(examples.scenes[check]):
+        rows = examples.scenes == scene
+        probability = logits_to_probability(model.first, examples.features[rows])
+        final[rows] = logits_to_probability(
+            model.second, np.hstack([examples.features[rows], context_features(examples.points_mm[rows], probability)])
+        )
+    figures.update(_aurocs(final[check], examples.kinds[check], "validation_auroc"))
+    figures.update(_aurocs(first_check, examples.kinds[check], "validation_auroc_first_pass"))
+    return model, figures
+
+
+def _fit_perceptron(model: Perceptron, features: np.ndarray, labels: np.ndarray, seed: int, epochs: int) -> None:
+    """AdamW on the binary cross-entropy, cosine schedule, shuffled batches of 512 (all from ``seed``)."""
+    torch.manual_seed(seed)
+    x, y = torch.from_numpy(np.ascontiguousarray(features, np.float32)), torch.from_numpy(labels)
+    model.standardise_on(x)
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, epochs)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     generator = torch.Generator().manual_seed(seed)
+    model.train()
     for _ in range(epochs):
-        model.train()
         for batch in torch.randperm(len(y), generator=generator).split(512):
             optimiser.zero_grad()
             loss_fn(model(x[batch]), y[batch]).backward()
             optimiser.step()
         schedule.step()
     model.eval()
-    figures = {"train_positives": int(y.sum()), "train_negatives": int(len(y) - y.sum())}
-    check = validation if validation.any() else train
-    scores = torch.from_numpy(model.probabilities(examples.features[check]))
-    labels = torch.from_numpy(examples.labels[check]).int()
-    kinds = examples.kinds[check]
-    figures["validation_auroc"] = float(binary_auroc(scores, labels))
-    versus = torch.from_numpy(np.isin(kinds, (1, 2, 3)))
-    both = versus.any() and 0 < int(labels[versus].sum()) < int(versus.sum())
-    figures["validation_auroc_distractors"] = float(binary_auroc(scores[versus], labels[versus])) if both else math.nan
-    figures["validation_positives"] = int(labels.sum())
-    figures["validation_negatives"] = int(len(labels) - labels.sum())
-    return model, figures
+
+
+def _aurocs(scores: np.ndarray, kinds: np.ndarray, name: str) -> dict[str, float]:
+    """AUROC of calcifications against every other candidate, and against the inserted distractors only."""
+    from torchmetrics.functional.classification import binary_auroc
+
+    out = {}
+    for suffix, negatives in (("", kinds != 1), ("_distractors", np.isin(kinds, (2, 3)))):
+        rows = (kinds == 1) | negatives
+        labels = torch.from_numpy((kinds[rows] == 1).astype(np.int64))
+        ok = 0 < int(labels.sum()) < len(labels)
+        out[name + suffix] = float(binary_auroc(torch.from_numpy(scores[rows]), labels)) if ok else math.nan
+    return out
