@@ -65,6 +65,7 @@ def run(quick: bool = False) -> dict[str, dict]:
         generate(data, patients=20 if quick else 100, seed=0, workers=2)
         results.update(synthetic_figures(data / "manifest.csv"))
         results.update(mias_figures(SHARED / "mini-mias"))
+        overlay_figure(SHARED / "mini-mias", REPO / "docs" / "figures" / "detection_mias.png")
         results.update(cbis_figures(cbis_files(), quick))
         recipe = ranker_recipe()
         results["detection.ranker.validation_auroc"] = figure(
@@ -355,3 +356,51 @@ def _row(x) -> dict:
 if __name__ == "__main__":
     for key, entry in run(quick="--quick" in sys.argv).items():
         print(key, entry)
+
+
+def overlay_figure(root: Path, out: Path, crop_mm: float = 40.0) -> Path | None:
+    """docs/figures: mini-MIAS circles (green) with the regions around them at the default score (yellow: hits
+    the circle, red: false positive; score beside), found ones first, then missed ones, and a normal film."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not (root / "Info.txt").is_file():
+        return None
+    circles = mias_truth(root)[0]
+    cases = []
+    for ref in sorted(circles):
+        pixels = read_image(root / "images" / f"{ref}.pgm").pixels
+        result = detect_image(pixels, MIAS_SPACING)
+        for r, c, rad in circles[ref]:
+            hit = any(np.hypot(g.centroid[0] - r, g.centroid[1] - c) <= rad for g in result.regions)
+            cases.append((hit, ref, pixels, (r, c, rad), result.regions))
+    found = [x for x in cases if x[0]][:5]
+    missed = [x for x in cases if not x[0]][:5]
+    half = round(crop_mm / 2 / MIAS_SPACING[0])
+    fig, axes = plt.subplots(2, 5, figsize=(15, 6.4))
+    for ax in axes.ravel():
+        ax.axis("off")
+    for row, chosen in enumerate((found, missed)):
+        for ax, (hit, ref, pixels, (r, c, rad), regions) in zip(axes[row], chosen, strict=False):
+            r0, c0 = max(r - half, 0), max(c - half, 0)
+            ax.imshow(pixels[r0 : r + half, c0 : c + half], cmap="gray", vmin=0, vmax=1)
+            ax.add_patch(plt.Circle((c - c0, r - r0), rad, fill=False, color="lime", lw=1))
+            for g in regions:
+                gr, gc = g.centroid[0] - r0, g.centroid[1] - c0
+                if 0 <= gr < 2 * half and 0 <= gc < 2 * half:
+                    inside = np.hypot(g.centroid[0] - r, g.centroid[1] - c) <= rad
+                    (y0, x0, y1, x1) = g.bbox
+                    colour = "yellow" if inside else "red"
+                    ax.add_patch(plt.Rectangle((x0 - c0 - 1, y0 - r0 - 1), x1 - x0 + 1, y1 - y0 + 1, fill=False,
+                                               color=colour, lw=1))  # fmt: skip
+                    ax.text(gc + 4, gr - 4, f"{g.score:.2f}", color=colour, fontsize=7)
+            ax.set_title(f"{ref} ({'found' if hit else 'missed'}, r = {rad * MIAS_SPACING[0]:.1f} mm)", fontsize=9)
+    fig.suptitle(f"mini-MIAS (evaluation only), {crop_mm:.0f} mm crops: circle = truth, yellow = region in it, "
+                 "red = false positive, at the default score", fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out

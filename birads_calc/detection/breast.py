@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 from skimage.measure import label, regionprops
@@ -105,10 +106,13 @@ def find_breast(pixels: np.ndarray, pixel_spacing: tuple[float, float], crop: bo
         return Breast(empty, empty, empty, False, level, reason="breast not found (no tissue region large enough)")
     chest_wall_right = _chest_wall_right(breast)
     pectoral = _pectoral(coarse, breast, chest_wall_right, grid_mm)
-    search = ndimage.binary_erosion(breast, iterations=max(1, round(SKIN_MARGIN_MM / grid_mm)), border_value=1)
-    search &= ~ndimage.binary_dilation(pectoral, iterations=max(1, round(SKIN_MARGIN_MM / grid_mm)))
+    # distance to the skin from the coarse mask (cell centres), interpolated: the skin line lies half a cell
+    # outside the last breast cell's centre, so the margin is measured from there (not in whole cells)
     skin = ndimage.distance_transform_edt(np.pad(breast, 1)).astype(np.float32)[1:-1, 1:-1] * grid_mm
-    mask, pectoral, search = (upsample(x, factor, shape) for x in (breast, pectoral, search))
+    inner = np.maximum(skin - grid_mm / 2, 0) * ~ndimage.binary_dilation(pectoral, iterations=1)
+    search = spread(inner, factor, shape) > SKIN_MARGIN_MM
+    mask, pectoral = (upsample(x, factor, shape) for x in (breast, pectoral))
+    search &= mask & ~ndimage.binary_dilation(pectoral, iterations=max(1, round(SKIN_MARGIN_MM / min(pixel_spacing))))
     edge = max(1, math.ceil(BORDER_MARGIN_MM / min(pixel_spacing)))
     search[:edge], search[-edge:], search[:, :edge], search[:, -edge:] = False, False, False, False
     skin = np.minimum(skin, SKIN_DISTANCE_CAP_MM)
@@ -155,6 +159,15 @@ def block_mean(pixels: np.ndarray, factor: int) -> np.ndarray:
         for j in range(factor):
             total += padded[i::factor, j::factor]
     return total / np.float32(factor * factor)
+
+
+def spread(values: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear enlargement of a coarse float map by ``factor`` (cell centres aligned), cropped to ``shape``."""
+    if factor == 1:
+        return values[: shape[0], : shape[1]].astype(np.float32)
+    size = (values.shape[1] * factor, values.shape[0] * factor)
+    full = np.asarray(Image.fromarray(values.astype(np.float32), mode="F").resize(size, Image.BILINEAR))
+    return full[: shape[0], : shape[1]]
 
 
 def upsample(mask: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:

@@ -50,7 +50,7 @@ class Region:
 
     Attributes:
         region_id: 1, 2, ... in the order of ``ImageDetection.regions`` (best score first).
-        score: in (0, 1), higher = more certainly calcifications.
+        score: in (0, 1] (rounded to 6 decimals), higher = more certainly calcifications.
         n_specks: number of specks in the region.
         area_mm2: area of the mask in mm².
         bbox: (row0, col0, row1, col1) of the mask, ends exclusive.

@@ -16,12 +16,14 @@ own range. In the order of ``FEATURES``:
   anisotropy; the gradient asymmetry (a step's bright side has one, a spot or line none);
 * **context**: the background level (dense or fatty tissue), the distance to the skin line (capped; the skin's
   bright rim makes specks), the neighbours within 2, 5 and 10 mm (calcifications come in groups) and their
-  summed evidence within 5 mm, and the image's density of candidates (a grainy film scatters them everywhere).
+  summed evidence within 5 mm. No feature describes the whole image (its density of candidates, its mean
+  probability): in training every scene holds inserted calcifications, so such a feature would learn "this image
+  has calcifications" from the recipe itself, not from the film.
 
 **Context** (``CONTEXT``, for the ranker's second pass, "auto-context"): what the first pass thinks of the
 neighbours. Most neighbours are noise peaks, so counting them says little; the summed probability of the others
-within 2, 5 and 10 mm, the most likely one within 5 mm, and the image's mean probability (a film on which
-everything looks a little like calcium) say whether a candidate sits in a group of likely calcifications.
+within 2, 5 and 10 mm and the most likely one within 5 mm say whether a candidate sits in a group of likely
+calcifications.
 """
 
 from __future__ import annotations
@@ -63,11 +65,10 @@ FEATURES = (
     "neighbours_5mm",
     "neighbours_10mm",
     "evidence_5mm",
-    "log_density",
 )
 
 
-CONTEXT = ("likely_2mm", "likely_5mm", "likely_10mm", "most_likely_5mm", "image_mean_probability")
+CONTEXT = ("likely_2mm", "likely_5mm", "likely_10mm", "most_likely_5mm")
 
 
 def context_features(points_mm: np.ndarray, probability: np.ndarray) -> np.ndarray:
@@ -84,7 +85,6 @@ def context_features(points_mm: np.ndarray, probability: np.ndarray) -> np.ndarr
             others = [np.asarray([k for k in x if k != i], int) for i, x in enumerate(near)]
             most = np.asarray([probability[x].max() if len(x) else 0.0 for x in others])
     columns.append(most)
-    columns.append(np.full(n, probability.mean()))
     return np.column_stack(columns).astype(np.float32)
 
 
@@ -114,7 +114,6 @@ def speck_features(specks: Specks, maps: Maps, breast: Breast, spacing: tuple[fl
     evidence = np.minimum(specks.peaks - LOW_Z, EVIDENCE_CAP).clip(0)
     near = tree.query_ball_point(points, NEIGHBOUR_RADII_MM[1])
     evidence_5 = np.asarray([evidence[x].sum() for x in near]) - evidence
-    density = n / max(specks.searched_mm2 / 100.0, 1.0)  # candidates per cm²
     full_rows = (pr + 0.5) * specks.factor - 0.5
     full_cols = (pc + 0.5) * specks.factor - 0.5
     columns = [
@@ -138,7 +137,6 @@ def speck_features(specks: Specks, maps: Maps, breast: Breast, spacing: tuple[fl
         breast.skin_distance(full_rows, full_cols),
         *counts,
         evidence_5,
-        np.full(n, np.log(density)),
     ]
     return np.column_stack(columns).astype(np.float32)
 

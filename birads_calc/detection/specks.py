@@ -25,11 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 from skimage.filters import apply_hysteresis_threshold
 
-from birads_calc.detection.breast import block_mean
+from birads_calc.detection.breast import block_mean, spread
 
 WORK_MM = 0.1  # working resolution
 SPECK_SIGMAS_MM = (0.07, 0.25)  # fine specks and coarser ones
@@ -40,6 +39,7 @@ HIGH_Z = 3.0  # candidates: the learned stage sorts them, so faint ones are kept
 HANDMADE_HIGH_Z = 4.0  # the hand-made score's specks reach this (its hysteresis, before the learned stage)
 MAX_AREA_MM2 = 40.0  # coarse, popcorn and rim calcifications reach about 7 mm; larger bright blobs are tissue
 MAX_CANDIDATES = 4000  # the strongest kept on a pathological image (all noise); a mammogram has hundreds
+ROBUST_SIGMA = 1.4826  # median absolute deviation -> standard deviation of a normal distribution
 GAUSS_ABS_TO_SD = 1.2533  # mean absolute deviation -> standard deviation of a normal distribution
 NOISE_GRID = 2  # the smooth noise field is computed on blocks of this many working pixels
 CLIP_SD = 2.5  # responses beyond this many SD (specks, vessels) are clipped before the noise is measured
@@ -264,38 +264,33 @@ def local_noise(response: np.ndarray, inside: np.ndarray, window: int) -> np.nda
     """Robust local standard deviation of ``response`` over the ``inside`` pixels around each pixel.
 
     The mean absolute response under a tent-shaped weight of ``window`` pixels (two passes of a centred box
-    filter), scaled to a standard deviation; a second pass clips responses beyond ``CLIP_SD`` of the first
-    estimate, so specks and vessels in the window barely raise it (what a median does, at the cost of box
-    filters). A box filter weighs every position alike, so the estimate moves with the image when it is shifted
+    filter), scaled to a standard deviation. Responses are clipped first at ``CLIP_SD`` of the whole image's
+    robust deviation (1.4826 x its median absolute response), then in a second pass at ``CLIP_SD`` of the first
+    local estimate, so specks, vessels and a coarse calcification in the window barely raise it (what a median
+    does, at the cost of box filters). A box filter weighs every position alike, so the estimate moves with the image when it is shifted
     or mirrored (tiles anchored at the image's corner do not). The smooth field is computed on a grid of
     ``NOISE_GRID`` x ``NOISE_GRID`` block means and interpolated back (a 1-pixel shift moves it by about 1%).
     Where no inside pixel is near, the image's median estimate is used.
     """
     grid = NOISE_GRID if window >= 8 * NOISE_GRID else 1
     h, w = response.shape
+    absolute = np.abs(response)
+    sample = absolute[inside][::7]  # the image's own robust level bounds the first pass (a big bright blob)
+    overall = ROBUST_SIGMA * float(np.median(sample)) if sample.size else 1.0
     weight = block_mean(inside.astype(np.float32), grid)
-    magnitude = block_mean(np.abs(response) * inside, grid)
+    magnitude = block_mean(np.minimum(absolute, CLIP_SD * max(overall, 1e-6)) * inside, grid)
     span = max(3, (window // grid // 2) | 1)
     norm = _tent(weight, span)
     enough = norm > 0.05
     first = GAUSS_ABS_TO_SD * _tent(magnitude, span) / np.maximum(norm, 1e-6)
     fill = float(np.median(first[enough])) if enough.any() else 1e-3
     first = np.where(enough, first, fill)
-    clipped = np.minimum(np.abs(response), CLIP_SD * _spread(first, grid, (h, w))) * inside
+    clipped = np.minimum(absolute, CLIP_SD * spread(first, grid, (h, w))) * inside
     second = GAUSS_ABS_TO_SD * _tent(block_mean(clipped, grid), span) / np.maximum(norm, 1e-6)
     second = np.where(enough, second, fill)
-    return np.maximum(_spread(second, grid, (h, w)), 1e-6)
+    return np.maximum(spread(second, grid, (h, w)), 1e-6)
 
 
 def _tent(values: np.ndarray, span: int) -> np.ndarray:
     """Two passes of a centred box filter of ``span`` pixels: a tent twice as wide (mirror boundaries)."""
     return ndimage.uniform_filter(ndimage.uniform_filter(values, span, mode="mirror"), span, mode="mirror")
-
-
-def _spread(coarse: np.ndarray, grid: int, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear enlargement of a block-mean grid to ``shape`` (cell centres aligned; PIL: 20x faster than zoom)."""
-    if grid == 1:
-        return coarse.astype(np.float32)
-    size = (coarse.shape[1] * grid, coarse.shape[0] * grid)
-    full = np.asarray(Image.fromarray(coarse.astype(np.float32), mode="F").resize(size, Image.BILINEAR))
-    return full[: shape[0], : shape[1]]
