@@ -267,9 +267,10 @@ def local_noise(response: np.ndarray, inside: np.ndarray, window: int) -> np.nda
     filter), scaled to a standard deviation. Responses are clipped first at ``CLIP_SD`` of the whole image's
     robust deviation (1.4826 x its median absolute response), then in a second pass at ``CLIP_SD`` of the first
     local estimate, so specks, vessels and a coarse calcification in the window barely raise it (what a median
-    does, at the cost of box filters). A box filter weighs every position alike, so the estimate moves with the image when it is shifted
-    or mirrored (tiles anchored at the image's corner do not). The smooth field is computed on a grid of
-    ``NOISE_GRID`` x ``NOISE_GRID`` block means and interpolated back (a 1-pixel shift moves it by about 1%).
+    does, at the cost of box filters). A box filter weighs every position alike, so the estimate moves with the
+    image when it is shifted or mirrored (tiles anchored at the image's corner do not). The smooth field is
+    computed on a grid of ``NOISE_GRID`` x ``NOISE_GRID`` block means and interpolated back (a 1-pixel shift
+    moves it by about 1%).
     Where no inside pixel is near, the image's median estimate is used.
     """
     grid = NOISE_GRID if window >= 8 * NOISE_GRID else 1
