@@ -256,3 +256,16 @@ def test_the_ranker_puts_inserted_calcifications_above_strands_and_dust():
     versus_everything = roc_auc_score(calcium[kinds >= 0], probability[kinds >= 0])
     # docs/detection.md: 0.77 and 0.89 on these scenes (detect-train's held-out real films: 0.87 and 0.90)
     assert versus_distractors >= 0.75 and versus_everything >= 0.85, (versus_distractors, versus_everything)
+
+
+def test_film_padded_beside_the_chest_wall_adds_no_region():
+    """Where the film cut the tissue (the chest wall), the step to black padding is an edge, not a calcification:
+    a film padded there (mini-MIAS pads its films to 1024 x 1024) gives the regions of the unpadded one."""
+    pixels, _, _, _ = phantom()
+    padded = np.hstack([np.zeros((pixels.shape[0], 40), np.float32), pixels])
+    plain, moved = (detect_image(x, (SPACING, SPACING)) for x in (pixels, padded))
+    assert len(moved.regions) == len(plain.regions) >= 2
+    for a, b in zip(plain.regions, moved.regions, strict=True):
+        assert abs(a.centroid[1] + 40 - b.centroid[1]) <= 1 and abs(a.score - b.score) <= 0.02
+    cut = int(np.flatnonzero(moved.breast.mask.any(axis=0))[0])  # where the breast meets the padding
+    assert cut <= 40 and not moved.breast.search[:, : cut + round(3.0 / SPACING)].any()  # 3 mm, as at the border

@@ -5,8 +5,9 @@ candidate calcifications; ``features``: what is measured of each; ``ranking``: t
 says how likely each candidate is a calcification, shipped as ``ranker.pt``; ``regions``: likely specks grouped
 by the BI-RADS distribution terms, with a score; ``detect``: the stages in order), the ``detect`` tool
 (``tool``), ``detect-train`` (``train``: the ranker's training recipe), the ``predict --detect`` helpers
-(``predict``) and the FROC matching used by the benchmark and the tests (``evaluate``). It may import the foundations (``categories``, ``io``, ``runs``) and
-``data``, ``metrics`` and ``losses``; the command line calls into it.
+(``predict``) and the FROC matching used by the benchmark and the tests (``evaluate``). It may import the
+foundations (``categories``, ``errors``, ``io``, ``runs``) and ``data``, ``metrics`` and ``losses``; the command
+line calls into it.
 
 Public API (``birads_calc.clinical`` relies on it)::
 

@@ -14,8 +14,9 @@ corner whose edge and texture make speck-like responses). The segmentation runs 
    size and brightness make sense (a dense breast's bright glandular disc must not be taken for it);
 4. the search area for specks is the breast without the pectoral muscle, a narrow band inside the skin line (the
    skin seen edge-on is a bright rim; the learned stage knows each candidate's distance to the skin, so the band
-   is only wide enough to leave the rim itself out) and a band along the image border (film edges, scanner
-   artefacts).
+   is only wide enough to leave the rim itself out) and a band along the image border and along the chest-wall
+   side of the breast, where the film cut the tissue (film edges, scanner artefacts, padding beside the chest
+   wall).
 
 A **crop** (a patch of tissue, as CBIS-DDSM ships one per finding) has no film around the breast: the whole
 image is tissue, searched to its edges. ``crop=None`` decides from the image: a mammogram has a dark, flat film
@@ -115,6 +116,13 @@ def find_breast(pixels: np.ndarray, pixel_spacing: tuple[float, float], crop: bo
     search &= mask & ~ndimage.binary_dilation(pectoral, iterations=max(1, round(SKIN_MARGIN_MM / min(pixel_spacing))))
     edge = max(1, math.ceil(BORDER_MARGIN_MM / min(pixel_spacing)))
     search[:edge], search[-edge:], search[:, :edge], search[:, -edge:] = False, False, False, False
+    # the chest-wall side is where the film or detector cut the tissue, wherever that lies in the image (a film
+    # padded or cropped beside the chest wall): a straight bright step, an edge like the image border's
+    columns = np.flatnonzero(mask.any(axis=0))
+    if chest_wall_right:
+        search[:, max(columns[-1] + 1 - edge, 0) :] = False
+    else:
+        search[:, : columns[0] + edge] = False
     skin = np.minimum(skin, SKIN_DISTANCE_CAP_MM)
     return Breast(mask, pectoral, search, chest_wall_right, level, skin_mm=skin, grid=factor)
 
