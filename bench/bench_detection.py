@@ -66,6 +66,7 @@ def run(quick: bool = False) -> dict[str, dict]:
         results.update(synthetic_figures(data / "manifest.csv"))
         results.update(mias_figures(SHARED / "mini-mias"))
         overlay_figure(SHARED / "mini-mias", REPO / "docs" / "figures" / "detection_mias.png")
+        false_positive_figure(SHARED / "mini-mias", REPO / "docs" / "figures" / "detection_mias_false_positives.png")
         results.update(cbis_figures(cbis_files(), quick))
         recipe = ranker_recipe()
         results["detection.ranker.validation_auroc"] = figure(
@@ -401,6 +402,43 @@ def overlay_figure(root: Path, out: Path, crop_mm: float = 40.0) -> Path | None:
                  "red = false positive, at the default score", fontsize=10)  # fmt: skip
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
+
+
+def false_positive_figure(root: Path, out: Path, count: int = 12) -> Path | None:
+    """docs/figures: the highest-scoring false-positive regions on the mini-MIAS films (16 mm crops)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not (root / "Info.txt").is_file():
+        return None
+    circles, kind = mias_truth(root)
+    found = []
+    for ref in sorted(kind):
+        if kind[ref] == "CALC" and not circles.get(ref):
+            continue  # calcified all over: no false positive can be told
+        pixels = read_image(root / "images" / f"{ref}.pgm").pixels
+        for g in detect_image(pixels, MIAS_SPACING, min_score=0.0).regions:
+            if not any(np.hypot(g.centroid[0] - r, g.centroid[1] - c) <= rad for r, c, rad in circles.get(ref, [])):
+                found.append((g.score, ref, g, pixels))
+    found.sort(key=lambda x: -x[0])
+    fig, axes = plt.subplots(2, count // 2, figsize=(15, 5.6))
+    half = round(8.0 / MIAS_SPACING[0])
+    for ax, (score, ref, g, pixels) in zip(axes.ravel(), found[:count], strict=False):
+        r, c = (int(v) for v in g.centroid)
+        r0, c0 = max(r - half, 0), max(c - half, 0)
+        ax.imshow(pixels[r0 : r + half, c0 : c + half], cmap="gray", vmin=0, vmax=1)
+        y0, x0, y1, x1 = g.bbox
+        ax.add_patch(plt.Rectangle((x0 - c0 - 1, y0 - r0 - 1), x1 - x0 + 1, y1 - y0 + 1, fill=False, color="red"))
+        ax.set_title(f"{ref} {score:.2f} ({g.n_specks} speck(s))", fontsize=9)
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.suptitle(f"mini-MIAS: the {count} highest-scoring false-positive regions (16 mm crops)", fontsize=10)
+    fig.tight_layout()
     fig.savefig(out, dpi=80)
     plt.close(fig)
     return out
