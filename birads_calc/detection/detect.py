@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -147,13 +147,14 @@ def detect_image(
     specks = found.specks
     if ranker is not None:
         points_mm = specks.centroids * np.asarray(spacing)[None, :]
-        specks = Specks(**{**specks.__dict__, "probability": ranker.probabilities(found.features, points_mm)})
+        specks = replace(specks, probability=ranker.probabilities(found.features, points_mm))
+    seconds["ranking"] = time.perf_counter() - start
+    start = time.perf_counter()
+    if ranker is not None:
         groups = group_ranked(specks, spacing, min_score)
     else:
         groups = group_specks(specks, spacing, min_score)
         specks = specks.subset(handmade_specks(specks))  # the members' indices refer to these
-    seconds["ranking"] = time.perf_counter() - start
-    start = time.perf_counter()
     boxes = ndimage.find_objects(specks.labels)
     regions = [_region(k + 1, g.score, *region_mask(specks, g.members, pixels.shape, boxes), len(g.members),
                        pixels.shape, spacing) for k, g in enumerate(groups)]  # fmt: skip

@@ -94,7 +94,7 @@ def group_ranked(
     likely = np.flatnonzero(specks.probability >= MEMBER_P)
     if len(likely) == 0:
         return []
-    chosen = specks.subset(np.isin(np.arange(len(specks)), likely))
+    chosen = specks.subset(specks.probability >= MEMBER_P)
     groups = []
     for members in _linked(chosen, pixel_spacing, chosen.probability >= JOIN_P):
         score = ranked_score(chosen.probability[members])
