@@ -110,10 +110,11 @@ def find_breast(pixels: np.ndarray, pixel_spacing: tuple[float, float], crop: bo
     # distance to the skin from the coarse mask (cell centres), interpolated: the skin line lies half a cell
     # outside the last breast cell's centre, so the margin is measured from there (not in whole cells)
     skin = ndimage.distance_transform_edt(np.pad(breast, 1)).astype(np.float32)[1:-1, 1:-1] * grid_mm
-    inner = np.maximum(skin - grid_mm / 2, 0) * ~ndimage.binary_dilation(pectoral, iterations=1)
+    near_muscle = ndimage.binary_dilation(pectoral, iterations=1 + math.ceil(SKIN_MARGIN_MM / grid_mm))
+    inner = np.maximum(skin - grid_mm / 2, 0) * ~near_muscle
     search = spread(inner, factor, shape) > SKIN_MARGIN_MM
     mask, pectoral = (upsample(x, factor, shape) for x in (breast, pectoral))
-    search &= mask & ~ndimage.binary_dilation(pectoral, iterations=max(1, round(SKIN_MARGIN_MM / min(pixel_spacing))))
+    search &= mask
     edge = max(1, math.ceil(BORDER_MARGIN_MM / min(pixel_spacing)))
     search[:edge], search[-edge:], search[:, :edge], search[:, -edge:] = False, False, False, False
     # the chest-wall side is where the film or detector cut the tissue, wherever that lies in the image (a film

@@ -41,7 +41,7 @@ MAX_AREA_MM2 = 40.0  # coarse, popcorn and rim calcifications reach about 7 mm; 
 MAX_CANDIDATES = 4000  # the strongest kept on a pathological image (all noise); a mammogram has hundreds
 ROBUST_SIGMA = 1.4826  # median absolute deviation -> standard deviation of a normal distribution
 GAUSS_ABS_TO_SD = 1.2533  # mean absolute deviation -> standard deviation of a normal distribution
-NOISE_GRID = 2  # the smooth noise field is computed on blocks of this many working pixels
+NOISE_GRID = 2  # the first noise estimate (a clipping level only) is computed on blocks of this many pixels
 CLIP_SD = 2.5  # responses beyond this many SD (specks, vessels) are clipped before the noise is measured
 STRAND_MM, STRAND_ELONGATION, STRAND_WIDTH_MM, STRAND_KEEP_Z = 2.0, 3.0, 0.35, 8.0
 EDGE_ASYMMETRY = 0.5
@@ -247,12 +247,13 @@ def significance(image: np.ndarray, inside: np.ndarray, tissue: np.ndarray, work
     )
     best = np.zeros(image.shape, np.float32)
     window = max(5, round(NOISE_WINDOW_MM / work_mm) | 1)
+    norm = _tent(inside.astype(np.float32), _span(window))  # the weights' tent: the same for both scales
     smooth, noise = [], []
     for sigma_mm in SPECK_SIGMAS_MM:
         sigma = max(sigma_mm / work_mm, 0.5)  # below half a pixel a Gaussian no longer smooths
         blurred = ndimage.gaussian_filter(image, sigma)
         response = blurred - background
-        sd = local_noise(response, inside, window)
+        sd = local_noise(response, inside, window, norm)
         np.maximum(best, response / sd, out=best)
         smooth.append(blurred)
         noise.append(sd)
@@ -260,36 +261,39 @@ def significance(image: np.ndarray, inside: np.ndarray, tissue: np.ndarray, work
     return Maps(image, inside, background, tuple(smooth), tuple(noise), best, work_mm)
 
 
-def local_noise(response: np.ndarray, inside: np.ndarray, window: int) -> np.ndarray:
+def local_noise(response: np.ndarray, inside: np.ndarray, window: int, norm: np.ndarray | None = None) -> np.ndarray:
     """Robust local standard deviation of ``response`` over the ``inside`` pixels around each pixel.
 
     The mean absolute response under a tent-shaped weight of ``window`` pixels (two passes of a centred box
     filter), scaled to a standard deviation. Responses are clipped first at ``CLIP_SD`` of the whole image's
-    robust deviation (1.4826 x its median absolute response), then in a second pass at ``CLIP_SD`` of the first
-    local estimate, so specks, vessels and a coarse calcification in the window barely raise it (what a median
-    does, at the cost of box filters). A box filter weighs every position alike, so the estimate moves with the
-    image when it is shifted or mirrored (tiles anchored at the image's corner do not). The smooth field is
-    computed on a grid of ``NOISE_GRID`` x ``NOISE_GRID`` block means and interpolated back (a 1-pixel shift
-    moves it by about 1%).
-    Where no inside pixel is near, the image's median estimate is used.
+    robust deviation (1.4826 x its median absolute response), then at ``CLIP_SD`` of a first local estimate, so
+    specks, vessels and a coarse calcification in the window barely raise it (what a median does, at the cost of
+    box filters). A box filter weighs every position alike, so the estimate moves with the image when it is
+    shifted or mirrored (tiles anchored at the image's corner do not). Only the first estimate, which merely sets
+    the clipping level, is computed on ``NOISE_GRID`` x ``NOISE_GRID`` blocks (and interpolated back); the
+    estimate itself is computed at every pixel. Where no inside pixel is near, the image's median is used.
+    ``norm``: the tent of ``inside`` (computed here when not given).
     """
-    grid = NOISE_GRID if window >= 8 * NOISE_GRID else 1
     h, w = response.shape
+    span = _span(window)
+    coarse_span = max(3, (window // NOISE_GRID // 2) | 1)
     absolute = np.abs(response)
-    sample = absolute[inside][::7]  # the image's own robust level bounds the first pass (a big bright blob)
-    overall = ROBUST_SIGMA * float(np.median(sample)) if sample.size else 1.0
-    weight = block_mean(inside.astype(np.float32), grid)
-    magnitude = block_mean(np.minimum(absolute, CLIP_SD * max(overall, 1e-6)) * inside, grid)
-    span = max(3, (window // grid // 2) | 1)
-    norm = _tent(weight, span)
-    enough = norm > 0.05
-    first = GAUSS_ABS_TO_SD * _tent(magnitude, span) / np.maximum(norm, 1e-6)
-    fill = float(np.median(first[enough])) if enough.any() else 1e-3
-    first = np.where(enough, first, fill)
-    clipped = np.minimum(absolute, CLIP_SD * spread(first, grid, (h, w))) * inside
-    second = GAUSS_ABS_TO_SD * _tent(block_mean(clipped, grid), span) / np.maximum(norm, 1e-6)
-    second = np.where(enough, second, fill)
-    return np.maximum(spread(second, grid, (h, w)), 1e-6)
+    values = absolute[inside]  # the image's own robust level bounds the first pass (a big bright blob)
+    overall = ROBUST_SIGMA * float(np.median(values)) if values.size else 1.0
+    weight = inside.astype(np.float32)
+    coarse_norm = _tent(block_mean(weight, NOISE_GRID), coarse_span)
+    bounded = np.minimum(absolute, CLIP_SD * max(overall, 1e-6)) * weight
+    first = GAUSS_ABS_TO_SD * _tent(block_mean(bounded, NOISE_GRID), coarse_span) / np.maximum(coarse_norm, 1e-6)
+    first = np.where(coarse_norm > 0.05, first, overall)
+    clipped = np.minimum(absolute, CLIP_SD * spread(first, NOISE_GRID, (h, w))) * weight
+    norm = _tent(weight, span) if norm is None else norm
+    second = GAUSS_ABS_TO_SD * _tent(clipped, span) / np.maximum(norm, 1e-6)
+    return np.maximum(np.where(norm > 0.05, second, overall), 1e-6).astype(np.float32)
+
+
+def _span(window: int) -> int:
+    """Width of each of the two box filters whose tent is ``window`` pixels wide (odd: centred)."""
+    return max(3, (window // 2) | 1)
 
 
 def _tent(values: np.ndarray, span: int) -> np.ndarray:
