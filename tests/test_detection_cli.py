@@ -129,3 +129,78 @@ def test_predict_detect_rates_every_region_with_its_detection_score(tmp_path):
         d["lesion_id"]: d["score"] for d in detections
     }
     assert len(predictions) == 4 and (folder / "breasts.csv").is_file() and any((folder / "overlays").iterdir())
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")  # the 'inf' header we write on purpose
+def test_bad_pixel_spacings_are_report_rows_and_the_batch_goes_on(tmp_path, capsys):
+    """Header spacings outside 0.02-1.0 mm, infinite, zero or NaN: a row naming the image and its value each,
+    exit code 2, and the good image is still detected and written."""
+    pixels, _, _, _ = phantom()
+    stored = np.round(pixels * 4095)
+    folder = tmp_path / "in"
+    write_dicom(folder / "good.dcm", stored, bits_stored=12, pixel_spacing=(SPACING, SPACING))
+    bad = {"tiny.dcm": (1e-5, 1e-5), "huge.dcm": (1000.0, 1000.0), "inf.dcm": ("inf", "inf"), "zero.dcm": (0.0, 0.0)}
+    for name, spacing in bad.items():
+        write_dicom(folder / name, stored, bits_stored=12, pixel_spacing=spacing)
+    out = tmp_path / "out"
+    assert main(["detect", "--images", str(folder), "--out", str(out), "--pixel_spacing", "0.2"]) == 2
+    _, report = read_csv(out / "report.csv")
+    rows = {Path(r["image"]).name: r for r in report}
+    assert rows["good.dcm"]["status"] == "regions" and int(rows["good.dcm"]["n_regions"]) >= 2
+    for name, value in {"tiny.dcm": "1e-05", "huge.dcm": "1000", "inf.dcm": "inf", "zero.dcm": "0"}.items():
+        assert rows[name]["status"] == "bad pixel spacing" and name in rows[name]["reason"], rows[name]
+        assert value in rows[name]["reason"], rows[name]
+    _, detections = read_csv(out / "detections.csv")
+    assert {Path(d["image"]).name for d in detections} == {"good.dcm"}
+    assert "could not be used" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "abc", "0", "-0.1", "1e-5", "1000"])
+def test_a_bad_pixel_spacing_option_is_one_message_naming_it(tmp_path, capsys, value):
+    pixels, _, _, _ = phantom()
+    Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert main(["detect", "--images", str(tmp_path / "a.png"), "--out", str(out), "--pixel_spacing", value]) == 2
+    err = capsys.readouterr().err
+    assert "--pixel_spacing" in err and value in err and "Traceback" not in err and not out.exists()
+
+
+def test_detect_crop_finds_the_cluster_on_a_60_pixel_patch(tmp_path):
+    pixels, _, _, _ = phantom()
+    patch = pixels[120:180, 60:120]  # 12 x 12 mm around the first cluster (row 150, col 90)
+    Image.fromarray(np.round(patch * 65535).astype(np.uint16)).save(tmp_path / "patch.png")
+    for extra in (["--crop"], []):  # told, or decided from the image
+        out = tmp_path / f"out{len(extra)}"
+        code = main(["detect", "--images", str(tmp_path / "patch.png"), "--out", str(out), "--pixel_spacing", "0.2",
+                     *extra])  # fmt: skip
+        assert code == 0
+        _, detections = read_csv(out / "detections.csv")
+        assert len(detections) == 1
+        assert np.hypot(float(detections[0]["centroid_row"]) - 30, float(detections[0]["centroid_col"]) - 30) < 15
+
+
+@pytest.mark.slow
+def test_detect_train_is_reproducible_from_its_seed_and_detect_uses_its_weights(tmp_path, capsys):
+    """A test-sized detect-train on two generated backgrounds: the same seed gives the same weights, the file
+    loads with weights_only, records the recipe, and ``detect --weights`` uses it; a wrong file is refused."""
+    import torch
+
+    backgrounds = []
+    for k in range(2):
+        pixels, _, _, _ = phantom(shape=(480, 400), clusters=(), seed=10 + k, label=False)
+        backgrounds.append(write_dicom(tmp_path / f"bg{k}.dcm", np.round(pixels * 4095), bits_stored=12,
+                                       pixel_spacing=(0.1, 0.1)))  # fmt: skip
+    common = ["detect-train", "--backgrounds", *map(str, backgrounds), "--passes", "1", "--lesions", "4",
+              "--epochs", "3", "--resolutions", "0.1", "--validation", "1", "--seed", "3"]  # fmt: skip
+    first, second = tmp_path / "a.pt", tmp_path / "b.pt"
+    assert main([*common, "--out", str(first)]) == 0
+    assert main([*common, "--out", str(second)]) == 0
+    assert "validation AUROC" in capsys.readouterr().out
+    a, b = (torch.load(p, map_location="cpu", weights_only=True) for p in (first, second))
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert a["recipe"]["seed"] == 3 and a["recipe"]["backgrounds"] == ["bg0.dcm", "bg1.dcm"]
+    manifest = studies(tmp_path / "new")
+    assert main(["detect", str(manifest), "--out", str(tmp_path / "out"), "--weights", str(first)]) == 0
+    (tmp_path / "wrong.pt").write_bytes(b"nonsense")
+    assert main(["detect", str(manifest), "--out", str(tmp_path / "o2"), "--weights", str(tmp_path / "wrong.pt")]) == 2
+    assert "wrong.pt" in capsys.readouterr().err and not (tmp_path / "o2").exists()

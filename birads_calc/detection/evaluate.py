@@ -33,7 +33,8 @@ class ImageMatch:
 
 
 def match_image(detected: Sequence, truths: Sequence[np.ndarray], spacing: tuple[float, float]) -> ImageMatch:
-    """Match regions (objects with ``mask``, ``centroid``, ``score``) to true masks (bool [H, W] each)."""
+    """Match regions (with ``centroid``, ``score`` and ``local_mask`` + ``bbox``, or a full ``mask``) to true
+    masks (bool [H, W] each)."""
     grow = max(1, round(TOLERANCE_MM / min(spacing)))
     boxes, grown = [], []
     for truth in truths:
@@ -45,15 +46,27 @@ def match_image(detected: Sequence, truths: Sequence[np.ndarray], spacing: tuple
         r, c = region.centroid
         found = {k for k, (r0, c0, r1, c1) in enumerate(boxes) if r0 <= r <= r1 and c0 <= c <= c1}
         if not found:
+            local, (r0, c0, r1, c1) = _local(region)
             for k, truth in enumerate(truths):
-                if not (region.mask & truth).any() and grown[k] is not None and not (region.mask & grown[k]).any():
-                    continue
+                tr0, tc0, tr1, tc1 = boxes[k]
+                if r1 <= tr0 or r0 > tr1 or c1 <= tc0 or c0 > tc1:
+                    continue  # the region's box lies outside the grown truth: no overlap possible
                 if grown[k] is None:
                     grown[k] = ndimage.binary_dilation(truth, iterations=grow)
-                if (region.mask & grown[k]).sum() >= 0.5 * region.mask.sum():
+                if (local & grown[k][r0:r1, c0:c1]).sum() >= 0.5 * local.sum():
                     found.add(k)
         hits.append(found)
     return ImageMatch(np.asarray([r.score for r in detected], float), hits, len(truths))
+
+
+def _local(region) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A region's mask within its bounding box, and the box."""
+    if getattr(region, "local_mask", None) is not None:
+        return region.local_mask, tuple(region.bbox)
+    mask = region.mask
+    rows, cols = np.nonzero(mask)
+    box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+    return mask[box[0] : box[2], box[1] : box[3]], box
 
 
 def froc(matches: Sequence[ImageMatch], rates: Sequence[float] = FROC_RATES) -> dict[str, float]:

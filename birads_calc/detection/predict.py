@@ -67,7 +67,7 @@ def detect_for_predict(args: Sequence[str]) -> tuple[list[str], Path, DetectSumm
     spacing = options.get("--pixel_spacing")
     folder = Path(options["--predict_dir"]) if options.get("--predict_dir") else default_folder(options, manifest)
     try:
-        summary = run_detection(folder, manifest, pixel_spacing=float(spacing) if spacing else None, progress=True)
+        summary = run_detection(folder, manifest, pixel_spacing=spacing if spacing else None, progress=True)
     except (DetectInputError, ValueError) as error:
         raise DetectOptionError(f"--detect: {error}") from None
     rest = _without(args, (FLAG, "--pixel_spacing", "--data.manifest", "--predict_dir"))

@@ -1,6 +1,7 @@
 """``birads-calc detect``: calcification regions of mammograms without masks, as masks + a manifest.
 
-Usage: ``birads-calc detect (MANIFEST | --images DIR_OR_FILES...) --out DIR [--pixel_spacing MM]``.
+Usage: ``birads-calc detect (MANIFEST | --images DIR_OR_FILES...) --out DIR [--pixel_spacing MM] [--crop]
+[--scorer learned|handmade] [--weights ranker.pt]``.
 
 Writes into ``--out``:
 
@@ -14,7 +15,12 @@ Writes into ``--out``:
   regions that hit an outlined one (the FROC rule of ``evaluate``), with its ``birads`` and ``pathology``, which
   ``fit`` and ``test`` read as it is (the regions that hit none are counted on screen);
 * ``report.csv``: one row per input image with its outcome (``regions``, ``no calcification found``,
-  ``breast not found``, ``unreadable``, ``no pixel spacing``) and the reason: nothing is dropped silently.
+  ``breast not found``, ``unreadable``, ``no pixel spacing``, ``bad pixel spacing``) and the reason: nothing is
+  dropped silently.
+
+A pixel spacing (from ``--pixel_spacing`` or a DICOM header) must be a finite number within 0.02-1.0 mm: an image
+whose header says otherwise is a ``bad pixel spacing`` row naming its value, and the others go on; a bad
+``--pixel_spacing`` stops the command before any work with one message.
 
 The exit code is 0 when every image was read (found regions or not), 2 when some image could not be used.
 """
@@ -32,8 +38,9 @@ from pathlib import Path
 from birads_calc.data.dicom import ImageReadError, read_image
 from birads_calc.data.manifest import MANIFEST_COLUMNS, ManifestError, read_rows, resolve_path
 from birads_calc.data.masks import MaskError, read_mask, write_mask
-from birads_calc.detection.detect import ImageDetection, Region, detect_image
+from birads_calc.detection.detect import SCORERS, ImageDetection, Region, SpacingError, check_spacing, detect_image
 from birads_calc.detection.evaluate import match_image
+from birads_calc.detection.ranking import RankerError, load_ranker
 from birads_calc.io import write_csv
 
 IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".pgm", ".tif", ".tiff")
@@ -51,6 +58,7 @@ DETECTION_COLUMNS = (
     "mask",
 )
 REPORT_COLUMNS = ("image", "status", "n_regions", "n_specks", "reason", "seconds")
+FAILED = ("unreadable", "no pixel spacing", "bad pixel spacing")  # statuses that make the exit code 2
 
 
 class DetectInputError(ValueError):
@@ -103,17 +111,31 @@ def configure_parser(parser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="Output folder (masks/, detections.csv, manifest.csv).")
     parser.add_argument(
         "--pixel_spacing",
-        type=float | None,
+        type=str | None,
         default=None,
-        help="mm per pixel for images that carry none (PNG, PGM, DICOMs without PixelSpacing).",
+        help="mm per pixel (0.02-1.0) for images that carry none (PNG, PGM, DICOMs without PixelSpacing).",
+    )
+    parser.add_argument(
+        "--crop",
+        type=bool | None,
+        default=None,
+        nargs="?",
+        const=True,
+        help="The images are crops of tissue (no film, skin or border margins); default: decided per image.",
+    )
+    parser.add_argument("--scorer", type=str, default="learned", help=f"Region score: one of {', '.join(SCORERS)}.")
+    parser.add_argument(
+        "--weights", type=Path | None, default=None, help="A ranker from detect-train (default: shipped)."
     )
 
 
 def main(cfg) -> int:
     """Run ``birads-calc detect``; returns the exit code."""
     try:
-        summary = run_detection(cfg.out, cfg.manifest, cfg.images, cfg.pixel_spacing, progress=True)
-    except (DetectInputError, ManifestError) as error:
+        spacing = spacing_option(cfg.pixel_spacing)
+        options = DetectOptions(cfg.crop, cfg.scorer, cfg.weights)
+        summary = run_detection(cfg.out, cfg.manifest, cfg.images, spacing, progress=True, options=options)
+    except (DetectInputError, ManifestError, RankerError) as error:
         print(f"birads-calc detect: error: {error}", file=sys.stderr)
         return 2
     print(
@@ -132,18 +154,45 @@ def main(cfg) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class DetectOptions:
+    """How to detect: crops (``None``: per image), the region scorer and the ranker's weights file."""
+
+    crop: bool | None = None
+    scorer: str = "learned"
+    weights: Path | None = None
+
+
+def spacing_option(value) -> float | None:
+    """``--pixel_spacing``: a number of mm within the detector's range, or :class:`DetectInputError`."""
+    if value is None:
+        return None
+    try:
+        spacing = float(value)
+    except (TypeError, ValueError):
+        raise DetectInputError(f"--pixel_spacing must be a number of mm (e.g. 0.2), got {value!r}") from None
+    try:
+        return check_spacing((spacing, spacing))[0]
+    except SpacingError as error:
+        raise DetectInputError(f"--pixel_spacing {value}: {error}") from None
+
+
 def run_detection(
     out: Path,
     manifest: str | os.PathLike | None = None,
     images: Sequence[str] | None = None,
     pixel_spacing: float | None = None,
     progress: bool = False,
+    options: DetectOptions = DetectOptions(),
 ) -> DetectSummary:
     """Detect on every input image and write masks, ``detections.csv``, ``manifest.csv`` and ``report.csv``."""
     if (manifest is None) == (not images):
         raise DetectInputError("give either a MANIFEST or --images DIR_OR_FILES..., not both and not neither")
-    if pixel_spacing is not None and not pixel_spacing > 0:
-        raise DetectInputError(f"--pixel_spacing must be a positive number of mm, got {pixel_spacing}")
+    pixel_spacing = spacing_option(pixel_spacing)
+    if options.scorer not in SCORERS:
+        raise DetectInputError(f"--scorer must be one of {', '.join(SCORERS)}, got {options.scorer!r}")
+    if options.scorer == "learned":
+        load_ranker(options.weights)  # a wrong weights file stops the command before any image
     inputs = read_manifest_images(Path(manifest)) if manifest is not None else list_images(images)
     _require_spacing_for_rasters(inputs, pixel_spacing)
     out = Path(out)
@@ -151,7 +200,7 @@ def run_detection(
     stems: dict[str, int] = defaultdict(int)
     for n, item in enumerate(inputs, start=1):
         start = time.perf_counter()
-        result, status = _detect_one(item, pixel_spacing)
+        result, status = _detect_one(item, pixel_spacing, options)
         key = _unique_stem(item.path, stems)
         rows = _write_regions(out, item, key, result) if result is not None else []
         detections += [d for d, _ in rows]
@@ -159,7 +208,7 @@ def run_detection(
         report.append(_report_row(item, status, result, time.perf_counter() - start))
         if progress:
             print(f"detect: [{n}/{len(inputs)}] {item.given}: {report[-1]['status']}", file=sys.stderr, flush=True)
-    failed = sum(row["status"] in ("unreadable", "no pixel spacing") for row in report)
+    failed = sum(row["status"] in FAILED for row in report)
     labelled = [row for row in manifest_rows if row["birads"]]
     return DetectSummary(
         labelled=write_csv(out / "labelled.csv", labelled, MANIFEST_COLUMNS) if labelled else None,
@@ -243,19 +292,45 @@ def _require_spacing_for_rasters(inputs: list[InputImage], pixel_spacing: float 
         )
 
 
-def _detect_one(item: InputImage, pixel_spacing: float | None) -> tuple[ImageDetection | None, str]:
+def _detect_one(
+    item: InputImage, pixel_spacing: float | None, options: DetectOptions
+) -> tuple[ImageDetection | None, str]:
     """The detection of one image, or ``None`` and why it could not run."""
     try:
         image = read_image(item.path)
     except ImageReadError as error:
         return None, f"unreadable: {error}"
+    recorded = _recorded_spacing(item.path) if image.pixel_spacing is None else None
+    if recorded is not None:  # a header value the reader could not take (0, negative, NaN): never replaced silently
+        return None, f"bad pixel spacing: {item.given}: the DICOM records {recorded}, not a positive finite number"
     spacing = image.pixel_spacing or ((pixel_spacing, pixel_spacing) if pixel_spacing else None)
     if spacing is None:
         return None, "no pixel spacing: the DICOM has no PixelSpacing/ImagerPixelSpacing; pass --pixel_spacing MM"
-    result = detect_image(image.pixels, spacing)
+    try:
+        result = detect_image(image.pixels, spacing, crop=options.crop, scorer=options.scorer, weights=options.weights)
+    except SpacingError as error:
+        return None, f"bad pixel spacing: {item.given}: {error}"
     if item.truths and result.regions:
         _transfer_labels(item, result, spacing)
     return result, "regions" if result.regions else (result.reason or "")
+
+
+def _recorded_spacing(path: Path) -> str | None:
+    """A DICOM's PixelSpacing/ImagerPixelSpacing as written, when it has one (the reader returns ``None`` both
+    for no spacing and for an unusable one)."""
+    if path.suffix.lower() in RASTER_SUFFIXES:
+        return None
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PixelSpacing", "ImagerPixelSpacing"])
+    except Exception:  # the reader already decoded this file; a header it cannot parse again is no spacing
+        return None
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(key)
+        if value is not None and len(value) == 2:
+            return f"{key} {list(value)}"
+    return None
 
 
 def _transfer_labels(item: InputImage, result: ImageDetection, spacing) -> None:
@@ -266,7 +341,7 @@ def _transfer_labels(item: InputImage, result: ImageDetection, spacing) -> None:
             mask = read_mask(truth.mask)
         except MaskError:
             continue
-        if mask.shape == result.regions[0].mask.shape and mask.any():
+        if mask.shape == result.regions[0].shape and mask.any():
             truths.append(mask)
             kept.append(truth)
     match = match_image(result.regions, truths, spacing)
@@ -287,7 +362,7 @@ def _write_regions(out: Path, item: InputImage, key: str, result: ImageDetection
     for region in result.regions:
         lesion_id = f"{key}_r{region.region_id}"
         mask = Path("masks") / key / f"{lesion_id}.png"
-        write_mask(out / mask, region.mask)
+        write_mask(out / mask, region.mask)  # the full-size mask exists only while it is written
         truth = item.labels.get(region.region_id)
         rows.append((_detection_row(item, region, lesion_id, mask), _manifest_row(item, lesion_id, mask, truth)))
     return rows
