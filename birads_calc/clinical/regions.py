@@ -22,6 +22,7 @@ from birads_calc.clinical.codes import is_calcification
 from birads_calc.clinical.errors import ClinicalError
 from birads_calc.clinical.studies import Study, describe, write_instance
 from birads_calc.data.dicom import ImageReadError, read_image
+from birads_calc.errors import InputError
 
 
 @dataclass
@@ -148,7 +149,10 @@ def detected_regions(study: Study, images, detector: Callable | None, pixel_spac
                     f"{study.key}: {name} records no pixel spacing, which the detector needs (its sizes are mm): "
                     "give it with --pixel_spacing MM"
                 )
-            found = detector(image.pixels, spacing)
+            try:
+                found = detector(image.pixels, spacing)
+            except InputError as error:  # a spacing the detector refuses (outside 0.02-1 mm): this study only
+                raise ClinicalError(f"{study.key}: {name}: {error}") from None
             regions += [
                 Region(ds, region.mask, f"detector region {region.region_id}", score=float(region.score))
                 for region in found.regions
