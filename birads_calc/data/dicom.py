@@ -76,6 +76,10 @@ class ImageReadError(InputError, ValueError):
     """An image file that cannot be used; the message names the file and the reason."""
 
 
+class PixelSpacingError(ImageReadError):
+    """A pixel spacing in the header that cannot be used (zero, absurd, not two numbers)."""
+
+
 @dataclass(frozen=True)
 class MammogramImage:
     """A decoded mammogram.
@@ -335,12 +339,12 @@ def _check_spacing(path: Path, ds: pydicom.Dataset) -> None:
             continue
         values = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
         if len(values) != 2:
-            raise ImageReadError(f"{path}: DICOM {key} has {len(values)} value(s); it needs two (row and column mm)")
+            raise PixelSpacingError(f"{path}: DICOM {key} has {len(values)} value(s); it needs two (row and column mm)")
         for item in values:
             problem = spacing_problem(float(item))
             if problem:
                 shown = "\\".join(str(v) for v in values)
-                raise ImageReadError(
+                raise PixelSpacingError(
                     f"{path}: DICOM {key} is {shown}: {problem}; fix the file's header (e.g. dcmodify -m "
                     f"{key}=0.085\\0.085 FILE with the detector's true spacing) or remove the element"
                 )

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from birads_calc.data.dicom import ImageReadError, read_image
+from birads_calc.data.dicom import ImageReadError, PixelSpacingError, read_image
 from birads_calc.data.manifest import MANIFEST_COLUMNS, ManifestError, read_rows, resolve_path
 from birads_calc.data.masks import MaskError, read_mask, write_mask
 from birads_calc.detection.detect import SCORERS, ImageDetection, Region, SpacingError, check_spacing, detect_image
@@ -298,6 +298,8 @@ def _detect_one(
     """The detection of one image, or ``None`` and why it could not run."""
     try:
         image = read_image(item.path)
+    except PixelSpacingError as error:  # the header states a spacing outside 0.01-2 mm, or zero
+        return None, f"bad pixel spacing: {error}"
     except ImageReadError as error:
         return None, f"unreadable: {error}"
     recorded = _recorded_spacing(item.path) if image.pixel_spacing is None else None
