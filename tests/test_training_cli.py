@@ -212,6 +212,28 @@ def test_one_wandb_run_per_run_folder_holds_config_learning_rate_and_test_cis(ma
     assert len(table["data"]) == report["n_lesions"] and "birads_pred" in table["columns"]
 
 
+@pytest.mark.slow
+def test_nobody_logged_in_the_run_logs_offline_instead_of_asking_for_a_key(manifest, tmp_path):
+    """A researcher's first ``fit`` without ``wandb login`` and without WANDB_MODE: the run goes on, offline, in its
+    folder. W&B reads WANDB_MODE once, when the login check sets it up, so it has to be told offline at init.
+    A process of its own: under pytest W&B is already set up offline (conftest)."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"  # no ~/.netrc, no W&B settings
+    home.mkdir()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
+    env |= {"HOME": str(home), "WANDB_BASE_URL": "http://127.0.0.1:9", "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "WANDB_CONSOLE": "off"}  # fmt: skip
+    line = [sys.executable, "-m", "birads_calc", "fit", "--config", str(CONFIGS_DIR / "proposed.yaml"),
+            "--data.manifest", str(manifest), "--run_dir", str(tmp_path / "run"), *TINY_OVERRIDES]  # fmt: skip
+    done = subprocess.run(line, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "W&B: not logged in, logging offline" in done.stderr and "API key" not in done.stderr
+    (offline,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    assert offline.stat().st_size > 0
+
+
 # --- errors the user can fix ---------------------------------------------------------------------------------------
 def test_test_without_a_checkpoint_says_what_to_do(manifest, tmp_path, capsys):
     assert cli("test", CONFIGS_DIR / "mse.yaml", manifest, tmp_path / "runs") == 2

@@ -70,7 +70,9 @@ def configure_wandb_logger(
     full = json.loads(json.dumps(dict(full_config), default=str))  # plain values (PositiveInt, paths)
     init["config"] = {**(init.get("config") or {}), **(full if subcommand == "fit" else {}), **method}
     if "WANDB_MODE" not in os.environ and not init.get("offline") and not logged_in():
-        init["offline"] = True
+        # mode, not Lightning's ``offline``: that sets WANDB_MODE, which W&B no longer reads once ``logged_in``
+        # has set W&B up, so the run would ask for an API key
+        init["mode"] = "offline"
         return True
     return False
 
