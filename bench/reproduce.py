@@ -164,7 +164,8 @@ def compare_runs(methods: Sequence[str], runs: Path, figures: Path, runner: Runn
     sweep = [str(runs / run_name(m)) for m in finished if m in SWEEP or m == "proposed"]
     figures.mkdir(parents=True, exist_ok=True)
     outputs = {}
-    for key, members, png, size in (("table3", table, "table.png", 1), ("fig3", sweep, "alpha.png", 2)):
+    # at least two methods each: a sweep-only run (proposed + alphas) must not replace Table 3 by one row
+    for key, members, png, size in (("table3", table, "table.png", 2), ("fig3", sweep, "alpha.png", 2)):
         if len(members) < size:
             continue
         out = runs / "compare" / key
@@ -279,6 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReproduceError as error:
         print(f"reproduce: error: {error}", file=sys.stderr)
         return 2
+    except subprocess.CalledProcessError as error:  # the command has said why on stderr; finished runs are kept
+        print(f"reproduce: error: birads-calc {error.cmd[3]} ... exited {error.returncode} (its message is above); "
+              "finished runs are kept, run the same command again to go on", file=sys.stderr)  # fmt: skip
+        return error.returncode or 1
     return 0
 
 

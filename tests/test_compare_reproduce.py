@@ -114,3 +114,28 @@ def test_main_prints_the_refusal_on_stderr_with_exit_code_2(reproduce, tmp_path,
     captured = capsys.readouterr()
     assert code == 2 and captured.out == ""
     assert captured.err.startswith("reproduce: error: ") and "no reproduce.json" in captured.err
+
+
+def test_a_sweep_only_run_compares_the_alphas_and_leaves_table3_alone(reproduce, tmp_path):
+    """`make reproduce-alpha` after `make reproduce`: its one Table 3 config (proposed, alpha 0.2) is a point of the
+    curve, not a one-row Table 3 that would replace the real one."""
+    recorder = Recorder()
+    run(reproduce, tmp_path, recorder, methods=("proposed", "alpha/alpha_0.5"))
+    compares = [c for c in recorder.calls if c[0] == "compare"]
+    assert len(compares) == 1 and compares[0][-1] == str(tmp_path / "runs" / "compare" / "fig3")
+    assert compares[0][1:3] == [str(tmp_path / "runs" / "proposed"), str(tmp_path / "runs" / "alpha_0.5")]
+
+
+def test_a_failing_command_ends_main_with_its_exit_code_and_one_line(reproduce, capsys, monkeypatch):
+    """e.g. compare refusing runs that are not comparable: its own message is on stderr already."""
+    import subprocess
+    import sys
+
+    def refused(*args, **kwargs):
+        raise subprocess.CalledProcessError(2, [sys.executable, "-m", "birads_calc", "compare", "runs/x"])
+
+    monkeypatch.setattr(reproduce, "reproduce", refused)
+    assert reproduce.main(["--seeds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("reproduce: error: birads-calc compare ... exited 2") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
