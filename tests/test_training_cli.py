@@ -263,6 +263,8 @@ def test_pretrained_offline_stops_the_cli_at_once(manifest, tmp_path, capsys, mo
     assert exit_info.value.code == 2 and time.perf_counter() - start < 30
     err = capsys.readouterr().err
     assert "weights.invalid cannot be reached" in err and "HF_HOME" in err and "--model.weights_path" in err
+    # the refused fit leaves no claimed-but-empty version folder: the next fit is version_0, not version_1
+    assert not (tmp_path / "runs" / "proposed").exists() or not any((tmp_path / "runs" / "proposed").iterdir())
 
 
 # --- plumbing ------------------------------------------------------------------------------------------------------

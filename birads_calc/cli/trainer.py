@@ -47,6 +47,7 @@ from birads_calc.reporting.reports import (
     write_test_reports,
 )
 from birads_calc.reporting.wandb_runs import (
+    RUN_ID_FILE,
     configure_wandb_logger,
     finish_wandb,
     log_phase,
@@ -57,6 +58,8 @@ from birads_calc.runs import (
     CHECKPOINT_FILES,
     CHECKPOINTS,
     LAST,
+    LOCK_FILE,
+    RUN_RECORD,
     FitLock,
     RunFolderError,
     claim_new_version,
@@ -118,6 +121,7 @@ class BiradsCLI(LightningCLI):
         self.checkpoint: dict[str, Any] | None = None  # --ckpt_path, read once (mmap)
         self._checkpoint_path: Any = None
         self.fit_lock: FitLock | None = None  # held for the life of a fit (cli/run_integrity.py)
+        self.new_version: Path | None = None  # the version folder this fit created, if it did
         self.run_record: RunRecord | None = None  # fit: the identity kept in run.json and the checkpoints
         self.evaluation: EvaluationPlan | None = None  # validate/test: split and output folder
         self.command_line: list[str] = []
@@ -132,6 +136,7 @@ class BiradsCLI(LightningCLI):
         finally:
             if self.fit_lock is not None:  # the run folder is free again, however the command ended
                 self.fit_lock.release()
+            drop_unused_version(self.new_version)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The scale is a property of the data (six- or four-class labels); the model's head follows it.
@@ -357,6 +362,7 @@ class BiradsCLI(LightningCLI):
             if export:
                 run_dir = claim_new_version(Path(cfg.runs_root), name)  # atomically: two fits never share one
                 export_run_dir(run_dir)
+                self.new_version = run_dir
         if process_rank() > 0:
             return run_dir  # rank 0 claimed it and holds the lock
         manifest = Path(cfg.data.manifest)
@@ -698,6 +704,17 @@ def configure_loggers(
         else:  # CSV / TensorBoard: fit writes straight into the run folder; test/validate/predict into a
             # subfolder of their own, so they never overwrite the training curves
             init.name, init.version = "", "" if subcommand == "fit" else subcommand
+
+
+def drop_unused_version(run_dir: Path | None) -> None:
+    """Remove a version folder a fit created and left with nothing but its claim (e.g. refused for unreachable
+    ImageNet weights before anything ran), so the next fit is not ``version_<k+1>`` beside an empty one."""
+    if run_dir is None or process_rank() > 0 or not run_dir.is_dir():
+        return
+    if all(path.name in (RUN_RECORD, LOCK_FILE, RUN_ID_FILE) for path in run_dir.iterdir()):
+        for path in run_dir.iterdir():
+            path.unlink()
+        run_dir.rmdir()
 
 
 def fill_wandb_defaults(cfg: Namespace, name: str, subcommand: str) -> None:
