@@ -213,6 +213,26 @@ def test_one_wandb_run_per_run_folder_holds_config_learning_rate_and_test_cis(ma
 
 
 @pytest.mark.slow
+def test_a_resumed_fit_keeps_the_csv_curve_of_the_epochs_before_it(manifest, tmp_path):
+    """Lightning's CSV writer deletes metrics.csv when it starts; the demo overlay logs there, and a resumed fit
+    must not lose the epochs before its checkpoint (nothing lost silently)."""
+    runs = tmp_path / "runs"
+    fit = ["fit", "--config", str(CONFIGS_DIR / "proposed.yaml"), "--config", str(CONFIGS_DIR / "demo.yaml"),
+           "--data.manifest", str(manifest), "--runs_root", str(runs), *TINY_OVERRIDES, "--trainer.max_epochs", "2",
+           "--trainer.log_every_n_steps", "1"]  # fmt: skip
+    assert main(fit) == 0
+    metrics = runs / "proposed" / "version_0" / "metrics.csv"
+    with metrics.open(newline="") as file:
+        before = list(csv.DictReader(file))
+    assert {row["epoch"] for row in before if row.get("val_qwk")} == {"0", "1"}
+    assert main([*fit, "--ckpt_path", "last"]) == 0  # resumed at its last epoch: nothing more to train
+    with metrics.open(newline="") as file:
+        after = list(csv.DictReader(file))
+    assert after == before  # every training step and validation epoch before the checkpoint is still there
+    assert len(after) >= len(before) - 1  # at most the checkpoint's own step is left to be logged again
+
+
+@pytest.mark.slow
 def test_nobody_logged_in_the_run_logs_offline_instead_of_asking_for_a_key(manifest, tmp_path):
     """A researcher's first ``fit`` without ``wandb login`` and without WANDB_MODE: the run goes on, offline, in its
     folder. W&B reads WANDB_MODE once, when the login check sets it up, so it has to be told offline at init.

@@ -16,6 +16,7 @@ On top of LightningCLI it adds, through its hooks only:
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import pickle
 import signal
@@ -30,7 +31,7 @@ from jsonargparse.typing import PositiveInt
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -400,6 +401,10 @@ class BiradsCLI(LightningCLI):
             self.trainer.callbacks.append(self.run_record)
         if self.trainer.loggers:
             self.trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))  # the schedule's curve
+        if self.checkpoint is not None:  # a resumed fit: the curve so far stays in metrics.csv
+            for logger in self.trainer.loggers:
+                if isinstance(logger, CSVLogger) and self.trainer.is_global_zero:
+                    keep_csv_history(logger, int(self.checkpoint.get("global_step", 0)))
         self._log_phase()
 
     def before_validate(self) -> None:
@@ -704,6 +709,24 @@ def configure_loggers(
         else:  # CSV / TensorBoard: fit writes straight into the run folder; test/validate/predict into a
             # subfolder of their own, so they never overwrite the training curves
             init.name, init.version = "", "" if subcommand == "fit" else subcommand
+
+
+def keep_csv_history(logger: CSVLogger, before_step: int) -> None:
+    """Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts, so a resumed fit would lose the
+    curve of the epochs before its checkpoint. Keep those rows (steps before the checkpoint's; later ones, of an
+    interrupted epoch, are logged again) and let the writer append after them."""
+    path = Path(logger.log_dir) / "metrics.csv"
+    if not path.is_file():
+        return
+    with path.open(newline="") as file:
+        rows = [row for row in csv.DictReader(file) if int(float(row.get("step") or 0)) < before_step]
+    writer = logger.experiment  # starting it removes the file
+    writer.metrics_keys = sorted(set().union(*rows)) if rows else []
+    if rows:
+        with path.open("w", newline="") as file:
+            table = csv.DictWriter(file, fieldnames=writer.metrics_keys)
+            table.writeheader()
+            table.writerows(rows)
 
 
 def drop_unused_version(run_dir: Path | None) -> None:
