@@ -33,6 +33,18 @@ def test_fit_help_is_lightning_cli():
         assert option in result.stdout
 
 
+def test_predict_help_points_to_the_dicom_path_and_its_options():
+    """An imaging team reading ``predict --help`` finds the DICOM path, whose options its own parser lists."""
+    manifest_help = run_cli("predict", "--help")
+    assert manifest_help.returncode == 0, manifest_help.stderr
+    text = " ".join(manifest_help.stdout.split())  # wrapped at any width
+    assert "--dicomweb URL" in text and "predict --dicom_dir DIR --help" in text
+    dicom_help = run_cli("predict", "--dicom_dir", "DIR", "--help")
+    assert dicom_help.returncode == 0, dicom_help.stderr
+    for option in ("--dicomweb", "--study", "--query", "--cad_sr", "--credentials", "--ca_bundle", "--detect"):
+        assert option in dicom_help.stdout
+
+
 def test_unknown_command_gives_jsonargparse_message():
     result = run_cli("frobnicate")
     assert result.returncode != 0

@@ -28,6 +28,7 @@ from pathlib import Path
 from jsonargparse import ArgumentParser
 
 import birads_calc
+from birads_calc.cli.predict_options import PREDICT_DESCRIPTION
 from birads_calc.errors import BiradsError, InputError
 from birads_calc.packaged_configs import resolve_config
 from birads_calc.progress import LEVELS, configure_logging
@@ -65,7 +66,7 @@ TRAINER_COMMANDS: dict[str, str] = {
     "fit": "Train a model (paper §3.2); checkpoints on best val QWK and last.",
     "validate": "Evaluate a checkpoint on the validation split.",
     "test": "Evaluate on the test split: metrics.json (QWK, MAQWK-M/-B with CIs) and predictions.csv.",
-    "predict": "Per-calcification BI-RADS for new studies: predictions.csv, breasts.csv and overlays.",
+    "predict": PREDICT_DESCRIPTION,
 }
 
 # command -> (module implementing it, one-line help)

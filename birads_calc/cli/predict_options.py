@@ -16,6 +16,13 @@ from typing import Literal
 from jsonargparse import ActionYesNo, ArgumentParser
 from jsonargparse.typing import PositiveFloat, PositiveInt
 
+# ``birads-calc --help`` and ``birads-calc predict --help`` (the manifest path's parser): where the DICOM path is
+PREDICT_DESCRIPTION = (
+    "Per-calcification BI-RADS for new studies: a manifest's (predictions.csv, breasts.csv, overlays), or DICOM "
+    "studies' from a PACS (--dicomweb URL) or a folder (--dicom_dir DIR) as DICOM SEG + SR; "
+    "'birads-calc predict --dicom_dir DIR --help' lists the DICOM options (docs/clinical.md)."
+)
+
 
 def add_predict_options(parser: ArgumentParser, checkpoint: bool = True) -> None:
     """Add the shared options; ``checkpoint=False`` where the parser declares ``--ckpt_path`` itself."""

@@ -35,7 +35,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from birads_calc.cli.predict_options import add_predict_options
+from birads_calc.cli.predict_options import PREDICT_DESCRIPTION, add_predict_options
 from birads_calc.cli.run_integrity import EvaluationPlan, claim_fit_folder, plan_evaluation, split_guard
 from birads_calc.data.datamodule import BiradsDataModule
 from birads_calc.data.roi import GridError, check_grid
@@ -131,7 +131,7 @@ class BiradsCLI(LightningCLI):
                 model_class=BiradsClassifier,
                 datamodule_class=BiradsDataModule,
                 args=args,
-                parser_kwargs={"prog": "birads-calc"},
+                parser_kwargs={"prog": "birads-calc", "predict": {"description": PREDICT_DESCRIPTION}},
                 **kwargs,
             )
         finally:
