@@ -32,6 +32,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -715,14 +716,14 @@ def keep_csv_history(logger: CSVLogger, before_step: int) -> None:
     """Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts, so a resumed fit would lose the
     curve of the epochs before its checkpoint. Keep those rows (steps before the checkpoint's; later ones, of an
     interrupted epoch, are logged again) and let the writer append after them."""
-    path = Path(logger.log_dir) / "metrics.csv"
+    path = Path(logger.log_dir) / ExperimentWriter.NAME_METRICS_FILE
     if not path.is_file():
         return
     with path.open(newline="") as file:
         rows = [row for row in csv.DictReader(file) if int(float(row.get("step") or 0)) < before_step]
     writer = logger.experiment  # starting it removes the file
-    writer.metrics_keys = sorted(set().union(*rows)) if rows else []
     if rows:
+        writer.metrics_keys = sorted(set().union(*rows))
         with path.open("w", newline="") as file:
             table = csv.DictWriter(file, fieldnames=writer.metrics_keys)
             table.writeheader()
