@@ -890,15 +890,18 @@ def trainer_args(command: str, trained: Trained, *extra: str, manifest=None, run
     return [*base, *TINY_OVERRIDES, *CPU_TINY, *extra]
 
 
+def corpus_command(name: str, command: str, root: Path, trained: Trained, *extra: str):
+    """A manifest case of :data:`CASES` built in ``root`` for a trainer command: the case, the command line (with
+    the case's data options) and the words its message must hold (cause, row, file)."""
+    built = next(c for c in CASES if c.name == name).build(root)
+    options = [f"--data.{key}={value}" for key, value in built.options.items()]
+    words = [*built.fragments, *([f"row {built.row}"] if built.row is not None else []), str(built.file)]
+    return built, trainer_args(command, trained, *options, *extra, manifest=built.manifest), tuple(words)
+
+
 def _corpus(name: str, command: str, *extra: str) -> Callable[[Path, Trained], tuple[list[str], tuple[str, ...]]]:
     """A manifest case of :data:`CASES` given to a trainer command: the message must name its row, file and cause."""
-
-    def build(root: Path, trained: Trained) -> tuple[list[str], tuple[str, ...]]:
-        built = next(c for c in CASES if c.name == name).build(root)
-        words = [*built.fragments, *([f"row {built.row}"] if built.row is not None else []), str(built.file)]
-        return trainer_args(command, trained, *extra, manifest=built.manifest), tuple(words)
-
-    return build
+    return lambda root, trained: corpus_command(name, command, root, trained, *extra)[1:]
 
 
 def _option(command: str, option: str, value: str, *words: str):

@@ -56,7 +56,9 @@ row kept. With ``skip_bad_rows`` the bad row is left out and named in the warnin
 The trainer commands and ``prepare`` get the corpus too (``COMMAND_CASES``, issue #16): manifest cases above given
 to ``fit``/``validate``/``test``/``predict``, invalid hyperparameters, bad ``--ckpt_path`` files, a ``test`` or
 ``predict`` before any ``fit``, and output folders that cannot be made; each must exit 2 with one message naming
-the option, file or row and no traceback (``test_command_fails_cleanly``). Issue 23 adds 59 command cases
+the option, file or row and no traceback (``test_command_fails_cleanly``); every case of the table, not only that
+sample, also goes through ``fit``, ``test`` and ``predict`` (``test_every_file_case_through_fit_test_and_predict``).
+Issue 23 adds 59 command cases
 (``ISSUE_23_COMMANDS``: check-data, prepare, synth, convert, fit, validate, test, predict) whose builds also return
 a check: nothing overwritten or half-written, and for the once-silent cases the refusal or the warning.
 
@@ -90,6 +92,7 @@ from tests.bad_inputs_corpus import (
     Case,
     CommandCase,
     Trained,
+    corpus_command,
 )
 from tests.factories import CANARY_NAME, make_tiny_dataset
 from tests.privacy import find_leaks
@@ -398,3 +401,20 @@ def test_issue_23_corpus_covers_every_data_tool_and_trainer_command():
             per_command[case.command] = per_command.get(case.command, 0) + 1
     assert set(per_command) == {"check-data", "prepare", "synth", "convert", "fit", "validate", "test", "predict"}
     assert len(ISSUE_23_CASES) == 20 and sum(per_command.values()) == len(ISSUE_23_COMMANDS) == 59
+
+
+@pytest.mark.parametrize("command", ["fit", "test", "predict"])
+@pytest.mark.parametrize("name", [c.name for c in CASES])
+def test_every_file_case_through_fit_test_and_predict(name, command, trained, tmp_path, capsys, monkeypatch):
+    """Every case of the corpus, not a sample, through the commands a user runs on a manifest: no traceback, exit 2,
+    and the cause, row and file named. A case valid where the command reads the data (the data module for fit and
+    test; prepare, which needs no labels, for predict) is covered by the valid-input checks above."""
+    monkeypatch.delenv("BIRADS_CALC_DEBUG", raising=False)
+    built, args, words = corpus_command(name, command, tmp_path, trained)
+    if not built.expects_error("prepare" if command == "predict" else "datamodule"):
+        pytest.skip(f"valid input for {command}")
+    code, text = run_command(args, capsys)
+    assert "Traceback" not in text, text
+    assert code == 2, text
+    missing = [w for w in words if w not in text]
+    assert not missing, f"message lacks {missing}: {text}"

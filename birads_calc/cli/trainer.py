@@ -39,6 +39,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from birads_calc.cli.predict_options import PREDICT_DESCRIPTION, add_predict_options
 from birads_calc.cli.run_integrity import EvaluationPlan, claim_fit_folder, plan_evaluation, split_guard
 from birads_calc.data.datamodule import BiradsDataModule
+from birads_calc.data.manifest import require_manifest_file
 from birads_calc.data.roi import GridError, check_grid
 from birads_calc.data.splits import SPLITS_FILE
 from birads_calc.errors import InputError
@@ -63,7 +64,6 @@ from birads_calc.runs import (
     LOCK_FILE,
     RUN_RECORD,
     FitLock,
-    RunFolderError,
     claim_new_version,
     config_name,
     export_run_dir,
@@ -368,8 +368,7 @@ class BiradsCLI(LightningCLI):
         if process_rank() > 0:
             return run_dir  # rank 0 claimed it and holds the lock
         manifest = Path(cfg.data.manifest)
-        if not manifest.is_file():
-            raise RunFolderError(f"--data.manifest {manifest}: file not found")
+        require_manifest_file(manifest)  # hashed into the run's identity next: a folder, FIFO, typo... named first
         identity = run_identity(cfg.as_dict(), manifest, world_size(cfg.trainer))
         self.fit_lock, salt = claim_fit_folder(run_dir, identity, resume)
         self.run_record = RunRecord(run_dir, identity, salt)
