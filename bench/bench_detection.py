@@ -14,6 +14,9 @@ Figures (all measured in this run):
   with ``--pixel_spacing`` as they carry none): regions per image, regions outside the breast (a region whose
   centroid lies on film: gray below 0.1, or outside the segmented breast), seconds per full-field mammogram
   (median, detection alone) with the DICOM decode alone as the baseline;
+* held-out real backgrounds (the two films ``detect-train`` held out, named in the ranker's recipe) at 0.2 mm
+  with phantom calcifications inserted as in training (``train.phantom_scene``; 40 scenes of 10 regions per
+  film), as they are and stored at 8 bits: region FROC, the tuning figure (mini-MIAS is never tuned on);
 * end to end: one small model (``configs/proposed.yaml`` + ``configs/demo.yaml``: timm ``test_resnet``, 10
   epochs, CPU) fitted on the synthetic train split's true masks, then running ``predict`` on the test split with
   the true masks and ``predict --detect`` on the same images: QWK of each (a detected region takes the label of
@@ -70,6 +73,7 @@ def run(quick: bool = False) -> dict[str, dict]:
         overlay_figure(SHARED / "mini-mias", LOCAL_FIGURES / "detection_mias.png")
         false_positive_figure(SHARED / "mini-mias", LOCAL_FIGURES / "detection_mias_false_positives.png")
         results.update(cbis_figures(cbis_files(), quick))
+        results.update(held_out_figures(scenes=8 if quick else HELD_OUT_SCENES))
         recipe = ranker_recipe()
         results["detection.ranker.validation_auroc"] = figure(
             recipe["validation_auroc"], None, "candidates on held-out backgrounds (detect-train)", None
@@ -80,6 +84,51 @@ def run(quick: bool = False) -> dict[str, dict]:
         if not quick:
             results.update(end_to_end(data / "manifest.csv", Path(tmp) / "e2e"))
     return results
+
+
+HELD_OUT_SCENES, HELD_OUT_REGIONS, HELD_OUT_MM = 40, 10, 0.2
+
+
+def held_out_figures(scenes: int = HELD_OUT_SCENES, seed: int = 123) -> dict[str, dict]:
+    """Region FROC on the ranker's held-out backgrounds with inserted phantom calcifications (see the docstring)."""
+    from birads_calc.detection.breast import block_mean
+    from birads_calc.detection.detect import describe
+    from birads_calc.detection.train import default_backgrounds, phantom_scene
+
+    names = ranker_recipe().get("validation_backgrounds", [])
+    files = [f for f in default_backgrounds() if f.name in names]
+    if not files:
+        print(f"detection: held-out backgrounds {names} not found; skipped", file=sys.stderr)
+        return {}
+    rng, spacing = np.random.default_rng(seed), (HELD_OUT_MM, HELD_OUT_MM)
+    matches: dict[str, list] = {"stored": [], "8bit": []}
+    for path in files:
+        picture = read_image(path)
+        native = picture.pixel_spacing[0] if picture.pixel_spacing else CBIS_SPACING[0]
+        factor = round(HELD_OUT_MM / native)
+        clean = describe(block_mean(picture.pixels, factor), spacing, measure=False)
+        for _ in range(scenes):
+            scene, truth = phantom_scene(picture.pixels, native, factor, HELD_OUT_REGIONS, rng, clean)
+            masks = [truth == k for k in np.unique(truth) if k > 0]
+            for variant, image in (("stored", scene), ("8bit", _eight_bit(scene))):
+                result = detect_image(image, spacing, min_score=0.0)
+                matches[variant].append(match_image(result.regions, masks, spacing))
+    out = {}
+    for variant, found in matches.items():
+        curve = froc(found)
+        where = f"{sum(m.n_truth for m in found)} phantom regions in {len(found)} scenes of {[f.name for f in files]}"
+        for rate in FROC_RATES:
+            out[f"detection.heldout.{variant}.sens_at_{rate:g}_fp"] = figure(
+                curve[f"sens@{rate:g}"], None, f"region sensitivity at {rate:g} FP/scene, {where} ({variant})", None
+            )
+        print(f"detection: held-out backgrounds, {variant}: {curve}")
+    return out
+
+
+def _eight_bit(image: np.ndarray) -> np.ndarray:
+    """``image`` stored at 8 bits over its own range (as mini-MIAS is)."""
+    low, high = float(image.min()), float(image.max())
+    return (np.round((image - low) / max(high - low, 1e-6) * 255) / 255).astype(np.float32)
 
 
 def test_split(manifest: Path) -> dict[Path, list]:

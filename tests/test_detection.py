@@ -258,6 +258,28 @@ def test_the_ranker_puts_inserted_calcifications_above_strands_and_dust():
     assert versus_distractors >= 0.75 and versus_everything >= 0.85, (versus_distractors, versus_everything)
 
 
+def test_phantom_scene_inserts_numbered_calcifications_that_the_detector_finds():
+    """The bench's held-out figure inserts phantoms as training does: each region numbered in the truth, brighter
+    than the background there, and found by the detector at an FP rate the documented rule counts."""
+    from birads_calc.detection.breast import block_mean
+    from birads_calc.detection.detect import describe
+    from birads_calc.detection.evaluate import froc, match_image
+    from birads_calc.detection.train import phantom_scene
+
+    background, _, _, _ = phantom(shape=(1440, 1120), clusters=(), seed=3, label=False)  # 0.05 mm: 72 x 56 mm
+    clean = describe(block_mean(background, 2), (0.1, 0.1), measure=False)
+    scene, truth = phantom_scene(background, 0.05, 2, 4, np.random.default_rng(0), clean)
+    assert scene.shape == truth.shape == clean.maps.z.shape
+    labels = sorted(set(np.unique(truth).tolist()) - {0})
+    assert labels == [1, 2, 3, 4], labels  # 72 x 56 mm holds four sites 10 mm apart
+    added = scene - block_mean(background, 2)
+    assert all(added[truth == k].max() > 0 for k in labels)
+    assert np.abs(added[truth == 0]).max() <= 0.05 * added.max()  # only blur tails below the marking level outside
+    masks = [truth == k for k in labels]
+    found = froc([match_image(detect_image(scene, (0.1, 0.1), min_score=0.0).regions, masks, (0.1, 0.1))])
+    assert found["sens@1"] >= 0.75, found  # 4 of 4 at 0.25 FP when written; the background alone: 0 of 4
+
+
 def test_film_padded_beside_the_chest_wall_adds_no_region():
     """Where the film cut the tissue (the chest wall), the step to black padding is an edge, not a calcification:
     a film padded there (mini-MIAS pads its films to 1024 x 1024) gives the regions of the unpadded one."""

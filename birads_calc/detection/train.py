@@ -229,6 +229,20 @@ def scene_examples(pixels: np.ndarray, native_mm: float, factor: int, lesions: i
     return found.features, kinds, found.specks.centroids * work_mm
 
 
+def phantom_scene(pixels: np.ndarray, native_mm: float, factor: int, count: int, rng: np.random.Generator, clean):
+    """``pixels`` with ``count`` phantom calcification regions inserted as in training (the same rendering and
+    contrasts, no distractors, no film variation), reduced by ``factor``; and the truth at that resolution
+    (int16: 0, or 1 + the region's index). ``clean``: ``describe`` of the reduced background. For evaluating a
+    ranker on its held-out backgrounds (bench/bench_detection.py)."""
+    noise = clean.maps.noise[0] * float(pixels.max() - pixels.min())
+    scene = pixels.copy()
+    truth = np.zeros(clean.maps.z.shape, np.int16)
+    for k, (row, col) in enumerate(_sites(clean.breast.search, count, native_mm * factor, rng)):
+        contrast = math.exp(rng.uniform(*np.log(CNR_RANGE))) * noise[row, col]
+        _insert(scene, truth, _render(1, native_mm, rng), (row * factor, col * factor), factor, contrast, 1, k + 1)
+    return block_mean(scene, factor), truth
+
+
 def _film_variation(scene: np.ndarray, grain: float, rng: np.random.Generator) -> np.ndarray:
     """The scene as another film or detector would show it: a characteristic curve (gamma 0.67-1.5 on the
     image's own range) and extra grain (0-2x the background's own noise, correlated over 0-1 pixel), so the
@@ -285,9 +299,9 @@ def _render(kind: int, native_mm: float, rng: np.random.Generator) -> np.ndarray
     return ndimage.gaussian_filter(calcium, rng.uniform(*BLUR_MM) / native_mm)
 
 
-def _insert(scene, truth, local, centre, factor: int, contrast: float, kind: int) -> None:
+def _insert(scene, truth, local, centre, factor: int, contrast: float, kind: int, label: int | None = None) -> None:
     """Add ``local`` to ``scene`` around ``centre`` (native pixels) so its brightest working pixel rises by
-    ``contrast``; mark its pixels in ``truth`` (working resolution)."""
+    ``contrast``; mark its pixels in ``truth`` (working resolution) with ``label`` (default: ``kind``)."""
     h, w = local.shape
     r0 = (centre[0] - h // 2) // factor * factor  # aligned with the working grid
     c0 = (centre[1] - w // 2) // factor * factor
@@ -300,7 +314,7 @@ def _insert(scene, truth, local, centre, factor: int, contrast: float, kind: int
     scene[r0:r1, c0:c1] = np.minimum(scene[r0:r1, c0:c1] + local * (contrast / reduced.max()), 1.0)
     marked = reduced > 0.05 * reduced.max() if kind != 1 else reduced > 0.02 * reduced.max()
     target = truth[r0 // factor : r0 // factor + reduced.shape[0], c0 // factor : c0 // factor + reduced.shape[1]]
-    target[marked[: target.shape[0], : target.shape[1]]] = kind
+    target[marked[: target.shape[0], : target.shape[1]]] = kind if label is None else label
 
 
 def fit(examples: Examples, held_out: list[int], seed: int, epochs: int) -> tuple[SpeckRanker, dict]:
