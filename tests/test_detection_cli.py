@@ -204,3 +204,42 @@ def test_detect_train_is_reproducible_from_its_seed_and_detect_uses_its_weights(
     (tmp_path / "wrong.pt").write_bytes(b"nonsense")
     assert main(["detect", str(manifest), "--out", str(tmp_path / "o2"), "--weights", str(tmp_path / "wrong.pt")]) == 2
     assert "wrong.pt" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+
+
+@pytest.mark.slow
+def test_detect_train_learns_from_real_outlines_and_holds_some_out(tmp_path, capsys):
+    """--outlined: a candidate on an outline is a positive (checked against the clusters' known centres), the
+    rest of the image gives negatives, held-out outlined images give their own AUROC; a missing manifest or
+    too many held out is one clear message and exit code 2."""
+    import torch
+
+    from birads_calc.detection.train import collect, outlined_images
+
+    manifest = studies(tmp_path / "in", labelled=True)  # 2 images, each with 2 clusters outlined by 4 mm discs
+    outlined = outlined_images(manifest)
+    assert [(path.name, len(masks)) for path, masks in outlined] == [("img0.dcm", 2), ("img1.dcm", 2)]
+    pixels, _, _, _ = phantom(clusters=(), seed=10, label=False)
+    background = write_dicom(tmp_path / "bg.dcm", np.round(pixels * 4095), bits_stored=12,
+                             pixel_spacing=(SPACING, SPACING))  # fmt: skip
+    examples = collect([background], SPACING, [SPACING], 1, 2, 0, outlined=outlined)
+    for image in (1, 2):  # the outlined images come after the one background
+        mine = examples.backgrounds == image
+        distance = np.min([np.hypot(*(examples.points_mm[mine] / SPACING - (r, c)).T) for r, c, _ in CLUSTERS], 0)
+        kinds = examples.kinds[mine]
+        assert (kinds == 1).sum() >= 3 and (kinds == 0).any(), np.bincount(kinds + 1)
+        assert distance[kinds == 1].max() <= 4 / SPACING + 1.5  # on a disc of radius 4 mm
+        assert distance[kinds == 0].min() > 4 / SPACING  # off every disc (those within 2 mm of one are neither)
+
+    out = tmp_path / "ranker.pt"
+    common = ["detect-train", "--backgrounds", str(background), "--outlined", str(manifest), "--passes", "1",
+              "--lesions", "2", "--epochs", "3", "--resolutions", str(SPACING), "--validation", "0"]  # fmt: skip
+    assert main([*common, "--validation_outlined", "1", "--out", str(out)]) == 0
+    assert "held-out real outlines" in capsys.readouterr().out
+    recipe = torch.load(out, map_location="cpu", weights_only=True)["recipe"]
+    assert recipe["outlined_images"] == 2 and recipe["validation_outlined"] == 1
+    assert 0.0 <= recipe["validation_auroc_outlined"] <= 1.0
+    assert "img0" not in str(recipe) and "img1" not in str(recipe)  # counts only, no image names
+    for bad, named in ((["--outlined", str(tmp_path / "none.csv")], "none.csv"),
+                       (["--validation_outlined", "2"], "--validation_outlined")):  # fmt: skip
+        assert main([*common, *bad, "--out", str(tmp_path / "bad.pt")]) == 2
+        assert named in capsys.readouterr().err and not (tmp_path / "bad.pt").exists()

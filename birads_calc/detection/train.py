@@ -21,8 +21,14 @@ The training data recipe (docs/detection.md):
 * **film variation** (domain randomisation): each scene is shown through a random characteristic curve (gamma
   0.67-1.5) with extra grain (up to twice the background's own noise), so the ranker does not learn the
   contrast and graininess of the few training films;
+* **real outlines** (``--outlined MANIFEST``, optional): mammograms whose calcifications someone outlined (the
+  project's manifest: ``image``, ``mask``; labels optional). Each pass shows the image through the same film
+  variation; a candidate whose strongest pixel lies on an outline is a positive, one within 2 mm of an outline
+  but not on it is neither, every other one a negative (an outline drawn around a whole cluster makes every
+  candidate inside it a positive: speck outlines teach better than region outlines);
 * **split**: whole backgrounds are held out for validation (``--validation``), so the reported AUROC is on
-  films the ranker never saw.
+  films the ranker never saw; ``--validation_outlined`` holds out outlined images likewise, for an AUROC on real
+  calcifications (``validation_auroc_outlined``).
 
 The ranker (``ranking.SpeckRanker``) is fitted with Adam on the binary cross-entropy; the file stores the
 recipe, the seed and the validation AUROC. Everything random comes from ``--seed``.
@@ -42,6 +48,8 @@ import torch
 from scipy import ndimage
 
 from birads_calc.data.dicom import ImageReadError, read_image
+from birads_calc.data.manifest import read_manifest
+from birads_calc.data.masks import read_mask
 from birads_calc.data.synthetic.lesions import sample_classes, sample_lesion
 from birads_calc.data.synthetic.morphology import lesion_geometry
 from birads_calc.data.synthetic.phantom import _draw as draw_lesion
@@ -111,6 +119,13 @@ def configure_parser(parser) -> None:
     parser.add_argument("--resolutions", type=float, nargs="+", default=[0.1, 0.2], help="Working spacings (mm).")
     parser.add_argument("--validation", type=int, default=2, help="Backgrounds held out for the validation AUROC.")
     parser.add_argument("--epochs", type=int, default=40, help="Training epochs.")
+    parser.add_argument(
+        "--outlined", type=Path, default=None,
+        help="Manifest of real mammograms with their calcifications outlined (image, mask; labels optional).",
+    )  # fmt: skip
+    parser.add_argument(
+        "--validation_outlined", type=int, default=0, help="Outlined images held out for an AUROC on real ones."
+    )
 
 
 def main(cfg) -> int:
@@ -125,19 +140,25 @@ def main(cfg) -> int:
         )
     for value in [cfg.pixel_spacing, *cfg.resolutions]:
         check_spacing((value, value))
+    outlined = outlined_images(cfg.outlined) if cfg.outlined else []
+    if not 0 <= cfg.validation_outlined < max(len(outlined), 1):
+        raise TrainInputError(
+            f"detect-train: --validation_outlined must be below the {len(outlined)} outlined image(s) of --outlined"
+        )
     start = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny network: one thread is as fast, and the same seed gives the same bytes
     try:
-        return _train(cfg, files, start)
+        return _train(cfg, files, outlined, start)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(cfg, files: list[Path], start: float) -> int:
-    examples = collect(files, cfg.pixel_spacing, cfg.resolutions, cfg.passes, cfg.lesions, cfg.seed, progress=True)
+def _train(cfg, files: list[Path], outlined: list[tuple[Path, list[Path]]], start: float) -> int:
+    examples = collect(files, cfg.pixel_spacing, cfg.resolutions, cfg.passes, cfg.lesions, cfg.seed, True, outlined)
     held_out = held_out_backgrounds(len(files), cfg.validation, cfg.seed)
-    model, figures = fit(examples, held_out, cfg.seed, cfg.epochs)
+    real = [len(files) + k for k in held_out_backgrounds(len(outlined), cfg.validation_outlined, cfg.seed)]
+    model, figures = fit(examples, held_out + real, cfg.seed, cfg.epochs, len(files))
     recipe = {
         "seed": cfg.seed,
         "backgrounds": [f.name for f in files],
@@ -146,6 +167,9 @@ def _train(cfg, files: list[Path], start: float) -> int:
         "passes": cfg.passes,
         "lesions_per_pass": cfg.lesions,
         "epochs": cfg.epochs,
+        # counts only: the outlined images' names can carry a dataset's patient codes
+        "outlined_images": len(outlined),
+        "validation_outlined": len(real),
         **figures,
     }
     save_ranker(model, cfg.out, recipe)
@@ -153,10 +177,25 @@ def _train(cfg, files: list[Path], start: float) -> int:
         f"detect-train: {figures['train_positives']} + {figures['train_negatives']} training candidates, "
         f"validation AUROC {figures['validation_auroc']:.3f} (calcifications vs everything; first pass alone "
         f"{figures['validation_auroc_first_pass']:.3f}), {figures['validation_auroc_distractors']:.3f} (vs dust and "
-        f"strands); wrote {cfg.out} "
+        f"strands){_outlined_summary(figures)}; wrote {cfg.out} "
         f"in {time.perf_counter() - start:.0f} s"
     )
     return 0
+
+
+def _outlined_summary(figures: dict) -> str:
+    if "validation_auroc_outlined" not in figures:
+        return ""
+    return f", {figures['validation_auroc_outlined']:.3f} (held-out real outlines)"
+
+
+def outlined_images(manifest: Path) -> list[tuple[Path, list[Path]]]:
+    """Each image of ``manifest`` with the masks outlining its calcifications (labels optional; every row checked
+    by ``read_manifest``, which names the bad ones)."""
+    by_image: dict[Path, list[Path]] = {}
+    for lesion in read_manifest(manifest, require_labels=False):
+        by_image.setdefault(lesion.image, []).append(lesion.mask)
+    return list(by_image.items())
 
 
 def held_out_backgrounds(count: int, validation: int, seed: int) -> list[int]:
@@ -172,15 +211,14 @@ def collect(
     lesions: int,
     seed: int,
     progress: bool = False,
+    outlined: list[tuple[Path, list[Path]]] = (),
 ) -> Examples:
-    """Candidates of every pass over every background and resolution, labelled (see the module docstring)."""
+    """Candidates of every pass over every background and resolution, labelled (see the module docstring);
+    then those of the ``outlined`` images (indices after the backgrounds')."""
     rng = np.random.default_rng(seed)
     parts = []
     for index, path in enumerate(files):
-        try:
-            image = read_image(path)
-        except ImageReadError as error:
-            raise TrainInputError(f"detect-train: background {path} cannot be used ({error})") from None
+        image = _read(path, "background")
         native = check_spacing(image.pixel_spacing or (spacing_mm, spacing_mm))[0]
         for resolution in resolutions:
             factor = max(1, round(resolution / native))
@@ -191,6 +229,20 @@ def collect(
                     parts.append((*part, index))
             if progress:
                 print(f"detect-train: {path.name} at {native * factor:.2f} mm: {passes} pass(es)", file=sys.stderr)
+    for offset, (path, masks) in enumerate(outlined):
+        image = _read(path, "outlined image")
+        outline = np.any([read_mask(mask) for mask in masks], axis=0).astype(np.float32)
+        native = check_spacing(image.pixel_spacing or (spacing_mm, spacing_mm))[0]
+        for resolution in resolutions:
+            factor = max(1, round(resolution / native))
+            clean = describe(block_mean(image.pixels, factor), (native * factor,) * 2, measure=False)
+            truth = (block_mean(outline, factor) > 0).astype(np.int8)
+            for _ in range(passes if not clean.breast.reason else 0):
+                part = outlined_examples(image.pixels, truth, native, factor, rng, clean)
+                if part is not None:
+                    parts.append((*part, len(files) + offset))
+        if progress:
+            print(f"detect-train: outlined image {offset + 1} of {len(outlined)}: {passes} pass(es)", file=sys.stderr)
     if not parts:
         raise TrainInputError("detect-train: no breast found on any background")
     return Examples(
@@ -200,6 +252,13 @@ def collect(
         scenes=np.concatenate([np.full(len(p[0]), k) for k, p in enumerate(parts)]),
         backgrounds=np.concatenate([np.full(len(p[0]), p[3]) for p in parts]),
     )
+
+
+def _read(path: Path, what: str):
+    try:
+        return read_image(path)
+    except ImageReadError as error:
+        raise TrainInputError(f"detect-train: {what} {path} cannot be used ({error})") from None
 
 
 def scene_examples(pixels: np.ndarray, native_mm: float, factor: int, lesions: int, rng: np.random.Generator, clean):
@@ -218,6 +277,19 @@ def scene_examples(pixels: np.ndarray, native_mm: float, factor: int, lesions: i
         local = _render(kind, native_mm, rng)
         contrast = rng.uniform(*np.log(CNR_RANGE)) if kind != 3 else rng.uniform(np.log(1.5), np.log(5.0))
         _insert(scene, truth, local, (row * factor, col * factor), factor, math.exp(contrast) * noise[row, col], kind)
+    return _labelled(scene, truth, noise, factor, work_mm, rng, clean)
+
+
+def outlined_examples(pixels: np.ndarray, outline: np.ndarray, native_mm: float, factor: int, rng, clean):
+    """One pass over a real image whose calcifications are outlined (``outline``: int8, 1 on an outline, at the
+    working resolution): the film variation, then the candidates labelled as in :func:`scene_examples`."""
+    noise = clean.maps.noise[0] * float(pixels.max() - pixels.min())
+    return _labelled(pixels, outline, noise, factor, native_mm * factor, rng, clean)
+
+
+def _labelled(scene, truth, noise, factor: int, work_mm: float, rng, clean):
+    """The scene through the film variation, reduced, its candidates labelled by ``truth`` (an index into
+    ``KIND_NAMES`` per working pixel; -1 near a calcification but not on it); ``None`` without candidates."""
     reduced = block_mean(_film_variation(scene, float(np.median(noise[clean.maps.inside])) * factor, rng), factor)
     found = describe(reduced, (work_mm, work_mm), crop=None)
     if found.breast.reason or len(found.specks) == 0:
@@ -317,8 +389,13 @@ def _insert(scene, truth, local, centre, factor: int, contrast: float, kind: int
     target[marked[: target.shape[0], : target.shape[1]]] = kind if label is None else label
 
 
-def fit(examples: Examples, held_out: list[int], seed: int, epochs: int) -> tuple[SpeckRanker, dict]:
+def fit(
+    examples: Examples, held_out: list[int], seed: int, epochs: int, real_from: int | None = None
+) -> tuple[SpeckRanker, dict]:
     """Fit both passes of the ranker on the non-held-out backgrounds; figures on the held-out ones (AUROC).
+
+    ``real_from``: the index of the first outlined image among ``examples.backgrounds`` (the ones after it are
+    real outlines): the held-out ones among them give ``validation_auroc_outlined``, apart from the phantoms'.
 
     The second pass learns from first-pass probabilities of its neighbours as the first pass will give them on a
     new image: out of fold (the training backgrounds in two halves, each predicted by a first pass fitted on the
@@ -348,7 +425,10 @@ def fit(examples: Examples, held_out: list[int], seed: int, epochs: int) -> tupl
     both = np.hstack([examples.features, context])
     _fit_perceptron(model.second, both[train & labelled], examples.labels[train & labelled], seed, epochs)
     model.eval()
-    check = (validation if validation.any() else train) & labelled
+    real = examples.backgrounds >= (real_from if real_from is not None else np.inf)
+    phantoms = validation & ~real
+    check = (phantoms if phantoms.any() else train & ~real) & labelled
+    real_check = validation & real & labelled
     first_check = logits_to_probability(model.first, examples.features[check])
     figures = {
         "train_positives": int(examples.labels[train & labelled].sum()),
@@ -358,7 +438,7 @@ def fit(examples: Examples, held_out: list[int], seed: int, epochs: int) -> tupl
     }
     # the validation scenes' context from the final first pass, as at inference
     final = np.zeros(len(first), np.float32)
-    for scene in np.unique(examples.scenes[check]):
+    for scene in np.unique(examples.scenes[check | real_check]):
         rows = examples.scenes == scene
         probability = logits_to_probability(model.first, examples.features[rows])
         final[rows] = logits_to_probability(
@@ -366,6 +446,9 @@ def fit(examples: Examples, held_out: list[int], seed: int, epochs: int) -> tupl
         )
     figures.update(_aurocs(final[check], examples.kinds[check], "validation_auroc"))
     figures.update(_aurocs(first_check, examples.kinds[check], "validation_auroc_first_pass"))
+    if real_check.any():
+        outlined = _aurocs(final[real_check], examples.kinds[real_check], "validation_auroc_outlined")
+        figures["validation_auroc_outlined"] = outlined["validation_auroc_outlined"]
     return model, figures
 
 
