@@ -25,7 +25,8 @@ The training data recipe (docs/detection.md):
   project's manifest: ``image``, ``mask``; labels optional). Each pass shows the image through the same film
   variation; a candidate whose strongest pixel lies on an outline is a positive, one within 2 mm of an outline
   but not on it is neither, every other one a negative (an outline drawn around a whole cluster makes every
-  candidate inside it a positive: speck outlines teach better than region outlines);
+  candidate inside it a positive: speck outlines teach better than region outlines); rows of the ``test``
+  split are left out;
 * **split**: whole backgrounds are held out for validation (``--validation``), so the reported AUROC is on
   films the ranker never saw; ``--validation_outlined`` holds out outlined images likewise, for an AUROC on real
   calcifications (``validation_auroc_outlined``).
@@ -191,10 +192,18 @@ def _outlined_summary(figures: dict) -> str:
 
 def outlined_images(manifest: Path) -> list[tuple[Path, list[Path]]]:
     """Each image of ``manifest`` with the masks outlining its calcifications (labels optional; every row checked
-    by ``read_manifest``, which names the bad ones)."""
+    by ``read_manifest``, which names the bad ones). Rows of the ``test`` split are left out, and said so: an image
+    a model will be tested on never trains the detector in front of it."""
     by_image: dict[Path, list[Path]] = {}
-    for lesion in read_manifest(manifest, require_labels=False):
-        by_image.setdefault(lesion.image, []).append(lesion.mask)
+    lesions = read_manifest(manifest, require_labels=False)
+    for lesion in lesions:
+        if lesion.split != "test":
+            by_image.setdefault(lesion.image, []).append(lesion.mask)
+    left_out = sum(lesion.split == "test" for lesion in lesions)
+    if left_out:
+        print(f"detect-train: {manifest}: {left_out} row(s) of the test split left out", file=sys.stderr)
+    if not by_image:
+        raise TrainInputError(f"detect-train: {manifest} has no outlined image outside the test split")
     return list(by_image.items())
 
 
