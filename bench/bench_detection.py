@@ -17,6 +17,8 @@ Figures (all measured in this run):
 * held-out real backgrounds (the two films ``detect-train`` held out, named in the ranker's recipe) at 0.2 mm
   with phantom calcifications inserted as in training (``train.phantom_scene``; 40 scenes of 10 regions per
   film), as they are and stored at 8 bits: region FROC, the tuning figure (mini-MIAS is never tuned on);
+* outlines of the target domain (``detect-train --outlined`` with the synthetic set's training and validation
+  outlines): the two figures above with that ranker instead of the shipped one;
 * end to end: one small model (``configs/proposed.yaml`` + ``configs/demo.yaml``: timm ``test_resnet``, 10
   epochs, CPU) fitted on the synthetic train split's true masks, then running ``predict`` on the test split with
   the true masks and ``predict --detect`` on the same images: QWK of each (a detected region takes the label of
@@ -83,19 +85,23 @@ def run(quick: bool = False) -> dict[str, dict]:
         )
         if not quick:
             results.update(end_to_end(data / "manifest.csv", Path(tmp) / "e2e"))
+            results.update(outlined_figures(data / "manifest.csv", Path(tmp) / "outlined"))
     return results
 
 
 HELD_OUT_SCENES, HELD_OUT_REGIONS, HELD_OUT_MM = 40, 10, 0.2
 
 
-def held_out_figures(scenes: int = HELD_OUT_SCENES, seed: int = 123) -> dict[str, dict]:
-    """Region FROC on the ranker's held-out backgrounds with inserted phantom calcifications (see the docstring)."""
+def held_out_figures(
+    scenes: int = HELD_OUT_SCENES, seed: int = 123, weights: Path | None = None, prefix: str = "detection.heldout"
+) -> dict[str, dict]:
+    """Region FROC on the ranker's held-out backgrounds with inserted phantom calcifications (see the docstring);
+    ``weights``: another ranker file than the shipped one (its own held-out backgrounds)."""
     from birads_calc.detection.breast import block_mean
     from birads_calc.detection.detect import describe
     from birads_calc.detection.train import default_backgrounds, phantom_scene
 
-    names = ranker_recipe().get("validation_backgrounds", [])
+    names = ranker_recipe(weights).get("validation_backgrounds", [])
     files = [f for f in default_backgrounds() if f.name in names]
     if not files:
         print(f"detection: held-out backgrounds {names} not found; skipped", file=sys.stderr)
@@ -111,14 +117,14 @@ def held_out_figures(scenes: int = HELD_OUT_SCENES, seed: int = 123) -> dict[str
             scene, truth = phantom_scene(picture.pixels, native, factor, HELD_OUT_REGIONS, rng, clean)
             masks = [truth == k for k in np.unique(truth) if k > 0]
             for variant, image in (("stored", scene), ("8bit", _eight_bit(scene))):
-                result = detect_image(image, spacing, min_score=0.0)
+                result = detect_image(image, spacing, min_score=0.0, weights=weights)
                 matches[variant].append(match_image(result.regions, masks, spacing))
     out = {}
     for variant, found in matches.items():
         curve = froc(found)
         where = f"{sum(m.n_truth for m in found)} phantom regions in {len(found)} scenes of {[f.name for f in files]}"
         for rate in FROC_RATES:
-            out[f"detection.heldout.{variant}.sens_at_{rate:g}_fp"] = figure(
+            out[f"{prefix}.{variant}.sens_at_{rate:g}_fp"] = figure(
                 curve[f"sens@{rate:g}"], None, f"region sensitivity at {rate:g} FP/scene, {where} ({variant})", None
             )
         print(f"detection: held-out backgrounds, {variant}: {curve}")
@@ -139,13 +145,15 @@ def test_split(manifest: Path) -> dict[Path, list]:
     return by_image
 
 
-def synthetic_figures(manifest: Path) -> dict[str, dict]:
+def synthetic_figures(
+    manifest: Path, weights: Path | None = None, prefix: str = "detection.synthetic"
+) -> dict[str, dict]:
     matches, counts, regions = [], defaultdict(int), 0
     images = test_split(manifest)
     for image, lesions in images.items():
         picture = read_image(image)
         truths = [read_mask(x.mask) for x in lesions]
-        result = detect_image(picture.pixels, picture.pixel_spacing, min_score=0.0)
+        result = detect_image(picture.pixels, picture.pixel_spacing, min_score=0.0, weights=weights)
         matches.append(match_image(result.regions, truths, picture.pixel_spacing))
         regions += len(result.regions)
         if result.specks is not None:
@@ -156,18 +164,18 @@ def synthetic_figures(manifest: Path) -> dict[str, dict]:
     where = f"synthetic test split: {len(images)} images, {n_truth} regions"
     sensitivity, fp_rate = operating_point(matches, RANKED_MIN_SCORE)
     out = {
-        f"detection.synthetic.sens_at_{rate:g}_fp": figure(
+        f"{prefix}.sens_at_{rate:g}_fp": figure(
             curve[f"sens@{rate:g}"], None, f"cluster sensitivity at {rate:g} FP regions/image ({where})", None
         )
         for rate in FROC_RATES
     }
     at = f"at the default score {RANKED_MIN_SCORE}"
-    out["detection.synthetic.sensitivity"] = figure(sensitivity, None, at, None)
-    out["detection.synthetic.fp_per_image"] = figure(fp_rate, None, at, None, True)
-    out["detection.synthetic.speck_sensitivity"] = figure(
+    out[f"{prefix}.sensitivity"] = figure(sensitivity, None, at, None)
+    out[f"{prefix}.fp_per_image"] = figure(fp_rate, None, at, None, True)
+    out[f"{prefix}.speck_sensitivity"] = figure(
         counts["true_found"] / max(counts["true_specks"], 1), None, f"of {counts['true_specks']} true specks", None
     )
-    out["detection.synthetic.speck_precision"] = figure(
+    out[f"{prefix}.speck_precision"] = figure(
         counts["detected_correct"] / max(counts["detected_specks"], 1),
         None,
         f"of {counts['detected_specks']} detected specks",
@@ -372,6 +380,29 @@ def predictions_qwk(path: Path) -> tuple[float, int]:
     preds = np.array([SIX_CLASS.index(r["birads_pred"]) for r in rows])
     target = np.array([SIX_CLASS.index(r["birads_true"]) for r in rows])
     return float(quadratic_weighted_kappa(preds, target, 6)), len(rows)
+
+
+def outlined_figures(manifest: Path, root: Path) -> dict[str, dict]:
+    """``detect-train --outlined`` with the synthetic set's outlines (its test split left out by the split column),
+    then the synthetic test split's FROC and the held-out real films' with that ranker instead of the shipped one."""
+    from birads_calc.cli import main as cli
+
+    weights = root / "ranker.pt"
+    split = write_split_manifest(manifest, root / "outlined.csv")
+    command = ["detect-train", "--outlined", str(split), "--validation_outlined", "15", "--seed", "0", "--out"]
+    start = time.perf_counter()
+    if cli([*command, str(weights)]) != 0:
+        raise RuntimeError("detect-train --outlined failed (see above)")
+    seconds = time.perf_counter() - start
+    recipe = ranker_recipe(weights)
+    return {
+        "detection.outlined.seconds": figure(seconds, None, "s, detect-train with the synthetic outlines", None, True),
+        "detection.outlined.validation_auroc_outlined": figure(
+            recipe["validation_auroc_outlined"], None, f"{recipe['validation_outlined']} held-out outlined images", None
+        ),
+        **synthetic_figures(manifest, weights, "detection.outlined.synthetic"),
+        **held_out_figures(weights=weights, prefix="detection.outlined.heldout"),
+    }
 
 
 def write_split_manifest(manifest: Path, out: Path) -> Path:

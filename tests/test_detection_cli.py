@@ -241,7 +241,7 @@ def test_detect_train_learns_from_real_outlines_and_holds_some_out(tmp_path, cap
     common = ["detect-train", "--backgrounds", str(background), "--outlined", str(manifest), "--passes", "1",
               "--lesions", "2", "--epochs", "3", "--resolutions", str(SPACING), "--validation", "0"]  # fmt: skip
     assert main([*common, "--validation_outlined", "1", "--out", str(out)]) == 0
-    assert "held-out real outlines" in capsys.readouterr().out
+    assert "held-out outlined images" in capsys.readouterr().out
     recipe = torch.load(out, map_location="cpu", weights_only=True)["recipe"]
     assert recipe["outlined_images"] == 2 and recipe["validation_outlined"] == 1
     assert 0.0 <= recipe["validation_auroc_outlined"] <= 1.0

@@ -187,7 +187,7 @@ def _train(cfg, files: list[Path], outlined: list[tuple[Path, list[Path]]], star
 def _outlined_summary(figures: dict) -> str:
     if "validation_auroc_outlined" not in figures:
         return ""
-    return f", {figures['validation_auroc_outlined']:.3f} (held-out real outlines)"
+    return f", {figures['validation_auroc_outlined']:.3f} (held-out outlined images)"
 
 
 def outlined_images(manifest: Path) -> list[tuple[Path, list[Path]]]:
