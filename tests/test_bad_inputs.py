@@ -418,3 +418,37 @@ def test_every_file_case_through_fit_test_and_predict(name, command, trained, tm
     assert code == 2, text
     missing = [w for w in words if w not in text]
     assert not missing, f"message lacks {missing}: {text}"
+
+
+@pytest.fixture(scope="module")
+def detect_background(tmp_path_factory) -> Path:
+    """A generated mammogram without calcifications, the one background of a test-sized detect-train."""
+    import numpy as np
+
+    from tests.detection_fixtures import SPACING, phantom
+    from tests.factories import write_dicom
+
+    pixels, _, _, _ = phantom(clusters=(), seed=10, label=False)
+    path = tmp_path_factory.mktemp("background") / "bg.dcm"
+    return write_dicom(path, np.round(pixels * 4095), bits_stored=12, pixel_spacing=(SPACING, SPACING))
+
+
+@pytest.mark.parametrize("name", [c.name for c in CASES])
+def test_every_file_case_through_detect_train_outlined(name, detect_background, tmp_path, capsys, monkeypatch):
+    """``detect-train --outlined`` reads a manifest too (labels optional, as for predict): every error case of the
+    corpus exits 2 naming its cause, row and file before anything is written; every valid one trains."""
+    monkeypatch.delenv("BIRADS_CALC_DEBUG", raising=False)
+    built = next(c for c in CASES if c.name == name).build(tmp_path)
+    if built.options:
+        pytest.skip("a data-module option (pixel spacing, classes) detect-train does not have")
+    out = tmp_path / "ranker.pt"
+    code, text = run_command(["detect-train", "--backgrounds", str(detect_background), "--outlined",
+                              str(built.manifest), "--passes", "1", "--epochs", "1", "--lesions", "2",
+                              "--resolutions", "0.2", "--validation", "0", "--out", str(out)], capsys)  # fmt: skip
+    assert "Traceback" not in text, text
+    if not built.expects_error("prepare"):
+        assert code == 0 and out.is_file(), text
+        return
+    words = [*built.fragments, *([f"row {built.row}"] if built.row is not None else []), str(built.file)]
+    assert code == 2 and not out.exists(), text
+    assert not [w for w in words if w not in text], text

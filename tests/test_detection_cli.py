@@ -217,13 +217,14 @@ def test_detect_train_learns_from_real_outlines_and_holds_some_out(tmp_path, cap
 
     manifest = studies(tmp_path / "in", labelled=True)  # 2 images, each with 2 clusters outlined by 4 mm discs
     outlined = outlined_images(manifest)
-    assert [(path.name, len(masks)) for path, masks in outlined] == [("img0.dcm", 2), ("img1.dcm", 2)]
+    found = [(o.image.name, len(o.masks), o.rows) for o in outlined]
+    assert found == [("img0.dcm", 2, [1, 2]), ("img1.dcm", 2, [3, 4])]
     with manifest.open(newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:  # img1 is in the test split: it must not train the detector
         row["split"] = "test" if row["image"] == "img1.dcm" else "train"
     split = write_manifest(manifest.with_name("split.csv"), rows, [*rows[0]])
-    assert [path.name for path, _ in outlined_images(split)] == ["img0.dcm"]
+    assert [o.image.name for o in outlined_images(split)] == ["img0.dcm"]
     assert "2 row(s) of the test split left out" in capsys.readouterr().err
     pixels, _, _, _ = phantom(clusters=(), seed=10, label=False)
     background = write_dicom(tmp_path / "bg.dcm", np.round(pixels * 4095), bits_stored=12,

@@ -73,6 +73,15 @@ class TrainInputError(InputError, ValueError):
     """Unusable detect-train inputs (no background, an unreadable one, a bad option)."""
 
 
+@dataclass(frozen=True)
+class Outlined:
+    """An image of ``--outlined`` with the masks outlining its calcifications and the manifest rows naming them."""
+
+    image: Path
+    masks: list[Path]
+    rows: list[int]
+
+
 @dataclass
 class Examples:
     """Every candidate of every scene: features, position, kind (index into ``KIND_NAMES``; -1 near an inserted
@@ -155,7 +164,7 @@ def main(cfg) -> int:
         torch.set_num_threads(threads)
 
 
-def _train(cfg, files: list[Path], outlined: list[tuple[Path, list[Path]]], start: float) -> int:
+def _train(cfg, files: list[Path], outlined: list[Outlined], start: float) -> int:
     examples = collect(files, cfg.pixel_spacing, cfg.resolutions, cfg.passes, cfg.lesions, cfg.seed, True, outlined)
     held_out = held_out_backgrounds(len(files), cfg.validation, cfg.seed)
     real = [len(files) + k for k in held_out_backgrounds(len(outlined), cfg.validation_outlined, cfg.seed)]
@@ -190,21 +199,23 @@ def _outlined_summary(figures: dict) -> str:
     return f", {figures['validation_auroc_outlined']:.3f} (held-out outlined images)"
 
 
-def outlined_images(manifest: Path) -> list[tuple[Path, list[Path]]]:
+def outlined_images(manifest: Path) -> list[Outlined]:
     """Each image of ``manifest`` with the masks outlining its calcifications (labels optional; every row checked
     by ``read_manifest``, which names the bad ones). Rows of the ``test`` split are left out, and said so: an image
     a model will be tested on never trains the detector in front of it."""
-    by_image: dict[Path, list[Path]] = {}
+    by_image: dict[Path, Outlined] = {}
     lesions = read_manifest(manifest, require_labels=False)
     for lesion in lesions:
         if lesion.split != "test":
-            by_image.setdefault(lesion.image, []).append(lesion.mask)
+            entry = by_image.setdefault(lesion.image, Outlined(lesion.image, [], []))
+            entry.masks.append(lesion.mask)
+            entry.rows.append(lesion.row)
     left_out = sum(lesion.split == "test" for lesion in lesions)
     if left_out:
         print(f"detect-train: {manifest}: {left_out} row(s) of the test split left out", file=sys.stderr)
     if not by_image:
         raise TrainInputError(f"detect-train: {manifest} has no outlined image outside the test split")
-    return list(by_image.items())
+    return list(by_image.values())
 
 
 def held_out_backgrounds(count: int, validation: int, seed: int) -> list[int]:
@@ -220,7 +231,7 @@ def collect(
     lesions: int,
     seed: int,
     progress: bool = False,
-    outlined: list[tuple[Path, list[Path]]] = (),
+    outlined: list[Outlined] = (),
 ) -> Examples:
     """Candidates of every pass over every background and resolution, labelled (see the module docstring);
     then those of the ``outlined`` images (indices after the backgrounds')."""
@@ -238,9 +249,9 @@ def collect(
                     parts.append((*part, index))
             if progress:
                 print(f"detect-train: {path.name} at {native * factor:.2f} mm: {passes} pass(es)", file=sys.stderr)
-    for offset, (path, masks) in enumerate(outlined):
-        image = _read(path, "outlined image")
-        outline = np.any([read_mask(mask) for mask in masks], axis=0).astype(np.float32)
+    for offset, item in enumerate(outlined):
+        image = _read(item.image, "outlined image", f", row {', '.join(map(str, item.rows))} of --outlined,")
+        outline = np.any([read_mask(mask) for mask in item.masks], axis=0).astype(np.float32)
         native = check_spacing(image.pixel_spacing or (spacing_mm, spacing_mm))[0]
         for resolution in resolutions:
             factor = max(1, round(resolution / native))
@@ -263,11 +274,11 @@ def collect(
     )
 
 
-def _read(path: Path, what: str):
+def _read(path: Path, what: str, where: str = ""):
     try:
         return read_image(path)
     except ImageReadError as error:
-        raise TrainInputError(f"detect-train: {what} {path} cannot be used ({error})") from None
+        raise TrainInputError(f"detect-train: {what} {path}{where} cannot be used ({error})") from None
 
 
 def scene_examples(pixels: np.ndarray, native_mm: float, factor: int, lesions: int, rng: np.random.Generator, clean):
