@@ -213,7 +213,7 @@ def test_detect_train_learns_from_real_outlines_and_holds_some_out(tmp_path, cap
     too many held out is one clear message and exit code 2."""
     import torch
 
-    from birads_calc.detection.train import collect, outlined_images
+    from birads_calc.detection.train import Outlined, collect, held_out_patients, outlined_images
 
     manifest = studies(tmp_path / "in", labelled=True)  # 2 images, each with 2 clusters outlined by 4 mm discs
     outlined = outlined_images(manifest)
@@ -225,6 +225,9 @@ def test_detect_train_learns_from_real_outlines_and_holds_some_out(tmp_path, cap
         row["split"] = "test" if row["image"] == "img1.dcm" else "train"
     split = write_manifest(manifest.with_name("split.csv"), rows, [*rows[0]])
     assert [o.image.name for o in outlined_images(split)] == ["img0.dcm"]
+    views = [Outlined(Path(f"{p}{v}.dcm"), p, [], []) for p in "ABC" for v in ("CC", "MLO")]
+    held = held_out_patients(views, 3, 0)  # whole patients: both views of each, so 4 images for "at least 3"
+    assert len(held) == 4 and len({views[i].patient_id for i in held}) == 2 and held == held_out_patients(views, 3, 0)
     assert "2 row(s) of the test split left out" in capsys.readouterr().err
     pixels, _, _, _ = phantom(clusters=(), seed=10, label=False)
     background = write_dicom(tmp_path / "bg.dcm", np.round(pixels * 4095), bits_stored=12,

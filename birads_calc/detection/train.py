@@ -28,8 +28,8 @@ The training data recipe (docs/detection.md):
   candidate inside it a positive: speck outlines teach better than region outlines); rows of the ``test``
   split are left out;
 * **split**: whole backgrounds are held out for validation (``--validation``), so the reported AUROC is on
-  films the ranker never saw; ``--validation_outlined`` holds out outlined images likewise, for an AUROC on real
-  calcifications (``validation_auroc_outlined``).
+  films the ranker never saw; ``--validation_outlined`` holds out outlined images likewise, whole patients at a
+  time (their other views show the same calcifications), for an AUROC on real ones (``validation_auroc_outlined``).
 
 The ranker (``ranking.SpeckRanker``) is fitted with Adam on the binary cross-entropy; the file stores the
 recipe, the seed and the validation AUROC. Everything random comes from ``--seed``.
@@ -78,6 +78,7 @@ class Outlined:
     """An image of ``--outlined`` with the masks outlining its calcifications and the manifest rows naming them."""
 
     image: Path
+    patient_id: str
     masks: list[Path]
     rows: list[int]
 
@@ -134,8 +135,9 @@ def configure_parser(parser) -> None:
         help="Manifest of real mammograms with their calcifications outlined (image, mask; labels optional).",
     )  # fmt: skip
     parser.add_argument(
-        "--validation_outlined", type=int, default=0, help="Outlined images held out for an AUROC on real ones."
-    )
+        "--validation_outlined", type=int, default=0,
+        help="Outlined images held out (whole patients, at least this many images) for an AUROC on real ones.",
+    )  # fmt: skip
 
 
 def main(cfg) -> int:
@@ -167,7 +169,7 @@ def main(cfg) -> int:
 def _train(cfg, files: list[Path], outlined: list[Outlined], start: float) -> int:
     examples = collect(files, cfg.pixel_spacing, cfg.resolutions, cfg.passes, cfg.lesions, cfg.seed, True, outlined)
     held_out = held_out_backgrounds(len(files), cfg.validation, cfg.seed)
-    real = [len(files) + k for k in held_out_backgrounds(len(outlined), cfg.validation_outlined, cfg.seed)]
+    real = [len(files) + k for k in held_out_patients(outlined, cfg.validation_outlined, cfg.seed)]
     model, figures = fit(examples, held_out + real, cfg.seed, cfg.epochs, len(files))
     recipe = {
         "seed": cfg.seed,
@@ -207,7 +209,7 @@ def outlined_images(manifest: Path) -> list[Outlined]:
     lesions = read_manifest(manifest, require_labels=False)
     for lesion in lesions:
         if lesion.split != "test":
-            entry = by_image.setdefault(lesion.image, Outlined(lesion.image, [], []))
+            entry = by_image.setdefault(lesion.image, Outlined(lesion.image, lesion.patient_id, [], []))
             entry.masks.append(lesion.mask)
             entry.rows.append(lesion.row)
     left_out = sum(lesion.split == "test" for lesion in lesions)
@@ -216,6 +218,17 @@ def outlined_images(manifest: Path) -> list[Outlined]:
     if not by_image:
         raise TrainInputError(f"detect-train: {manifest} has no outlined image outside the test split")
     return list(by_image.values())
+
+
+def held_out_patients(outlined: list[Outlined], images: int, seed: int) -> list[int]:
+    """Indices of the outlined images held out: whole patients, drawn from the seed, until ``images`` are."""
+    patients = sorted({item.patient_id for item in outlined})
+    held: list[int] = []
+    for k in np.random.default_rng(seed).permutation(len(patients)):
+        if len(held) >= images:
+            break
+        held += [i for i, item in enumerate(outlined) if item.patient_id == patients[k]]
+    return sorted(held)
 
 
 def held_out_backgrounds(count: int, validation: int, seed: int) -> list[int]:
