@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 SPACING = 0.2  # mm per pixel, as mini-MIAS and the synthetic demo data
@@ -51,3 +53,17 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
 
     field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
     return (field / (field.std() + 1e-9)).astype(np.float32)
+
+
+def small_ranker(root: Path) -> Path:
+    """A test-sized ranker (detect-train on one generated background): scores unlike the shipped one's."""
+    from birads_calc.cli import main
+    from tests.factories import write_dicom
+
+    pixels, _, _, _ = phantom(clusters=(), seed=10, label=False)
+    background = write_dicom(root / "ranker_bg.dcm", np.round(pixels * 4095), bits_stored=12,
+                             pixel_spacing=(SPACING, SPACING))  # fmt: skip
+    out = root / "small_ranker.pt"
+    assert main(["detect-train", "--backgrounds", str(background), "--passes", "1", "--lesions", "4", "--epochs",
+                 "3", "--resolutions", str(SPACING), "--validation", "0", "--out", str(out)]) == 0  # fmt: skip
+    return out

@@ -225,6 +225,38 @@ def test_detect_flag_rates_the_detectors_regions_with_their_certainty(trained, s
     check_viewer_reads(sr_path, sources.values(), rows)
 
 
+def test_detect_weights_choose_the_detectors_ranker(trained, study, tmp_path, capfd):
+    """--detect_weights: the regions and certainties come from that ranker (as `detect_image(weights=...)` gives
+    them); a file that is no ranker is refused before any study, naming it; without --detect it is refused."""
+    from tests.detection_fixtures import small_ranker
+
+    runs, _ = trained
+    folder, _ = study
+    images = tmp_path / "images"
+    shutil.copytree(folder, images, ignore=shutil.ignore_patterns("seg-*.dcm"))  # the study without its SEG
+    ranker = small_ranker(tmp_path)
+    (tmp_path / "wrong.pt").write_bytes(b"nonsense")
+    for extra, named in ((["--detect", "--detect_weights", str(tmp_path / "wrong.pt")], "wrong.pt"),
+                         (["--detect_weights", str(ranker)], "needs --detect")):  # fmt: skip
+        capfd.readouterr()
+        assert predict(runs, "--dicom_dir", str(images), "--predict_dir", str(tmp_path / "no"), *extra) == 2
+        err = capfd.readouterr().err
+        assert named in err and "Traceback" not in err, err
+        assert not (tmp_path / "no" / "dicom").exists()
+    out = tmp_path / "out"
+    assert predict(runs, "--dicom_dir", str(images), "--predict_dir", str(out), "--detect", "--detect_weights",
+                   str(ranker)) == 0  # fmt: skip
+    findings = sr_findings(pydicom.dcmread(out / "dicom" / "study-1" / "sr.dcm")).values()
+    certainties = sorted(finding["certainty"] for finding in findings)
+    expected, shipped = [], []
+    for path in images.rglob("S*.dcm"):
+        image = read_image(path)
+        for weights, scores in ((ranker, expected), (None, shipped)):
+            regions = detect_image(image.pixels, image.pixel_spacing, weights=weights).regions
+            scores += [round(100 * region.score, 2) for region in regions]
+    assert certainties == pytest.approx(sorted(expected)) and sorted(expected) != sorted(shipped)
+
+
 def test_bad_studies_get_one_message_naming_the_study(trained, study, tmp_path, capfd):
     runs, _ = trained
     folder, _ = study

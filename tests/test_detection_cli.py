@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from detection_fixtures import SPACING, phantom
+from detection_fixtures import SPACING, phantom, small_ranker
 from factories import disc, make_tiny_dataset, write_dicom, write_manifest
 from factories import write_mask as write_truth_mask
 from PIL import Image
@@ -111,7 +111,7 @@ def test_detect_refuses_both_or_neither_input(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_predict_detect_rates_every_region_with_its_detection_score(tmp_path):
+def test_predict_detect_rates_every_region_with_its_detection_score(tmp_path, capsys):
     runs = tmp_path / "runs"
     train = make_tiny_dataset(tmp_path / "train", patients=6, size=128)
     main(["fit", "--config", str(CONFIG), "--data.manifest", str(train), "--runs_root", str(runs),
@@ -129,6 +129,22 @@ def test_predict_detect_rates_every_region_with_its_detection_score(tmp_path):
         d["lesion_id"]: d["score"] for d in detections
     }
     assert len(predictions) == 4 and (folder / "breasts.csv").is_file() and any((folder / "overlays").iterdir())
+
+    # --detect_weights: the ranker detect-train wrote, used as `detect --weights` uses it; a wrong file is refused
+    ranker = small_ranker(tmp_path)
+    base = ["predict", "--config", str(CONFIG), "--data.manifest", str(manifest), "--runs_root", str(runs),
+            *TINY_OVERRIDES, "--trainer.logger", "false", "--overlay_size", "96"]  # fmt: skip
+    assert main([*base, "--detect", "--detect_weights", str(ranker), "--predict_dir", str(tmp_path / "own")]) == 0
+    assert main(["detect", str(manifest), "--out", str(tmp_path / "alone"), "--weights", str(ranker)]) == 0
+    key = ("image", "centroid_row", "centroid_col")
+    scores = [{tuple(d[k] for k in key): d["score"] for d in read_csv(f / "detections.csv")[1]}
+              for f in (tmp_path / "own", tmp_path / "alone", folder)]  # fmt: skip
+    assert scores[0] == scores[1] != scores[2]
+    (tmp_path / "wrong.pt").write_bytes(b"nonsense")
+    for extra, named in ((["--detect", "--detect_weights", str(tmp_path / "wrong.pt")], "wrong.pt"),
+                         (["--detect_weights", str(ranker)], "needs --detect")):  # fmt: skip
+        assert main([*base, *extra, "--predict_dir", str(tmp_path / "no")]) == 2
+        assert named in capsys.readouterr().err and not (tmp_path / "no" / "predictions.csv").exists()
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR DS")  # the 'inf' header we write on purpose

@@ -223,7 +223,7 @@ def _dispatch(command: str | None, args: list[str], from_argv: bool) -> int:
     """Run ``command`` with the whole command line ``args`` (read from ``sys.argv`` when ``from_argv``)."""
     if command == "predict" and wants_clinical(args[1:]):  # DICOM studies from a PACS or a folder (issue 15)
         return run_tool(command, args[1:], CLINICAL_PREDICT)
-    if command == "predict" and any(arg.split("=")[0] == "--detect" for arg in args):
+    if command == "predict" and any(arg.split("=")[0] in ("--detect", "--detect_weights") for arg in args):
         from birads_calc.cli.trainer import BiradsCLI
         from birads_calc.detection.predict import predict_with_detection  # detect first, then rate each region
 

@@ -2,7 +2,8 @@
 
 ``birads-calc predict`` rates a manifest (LightningCLI, ``cli/trainer.py``) or DICOM studies (``--dicomweb`` /
 ``--dicom_dir``, ``birads_calc.clinical``). What the two share is declared here and added to both parsers, so an
-option means the same on both: ``--detect`` (a plain flag: find the regions with the detector first),
+option means the same on both: ``--detect`` (a plain flag: find the regions with the detector first) and
+``--detect_weights`` (the detector's ranker file, from ``detect-train``),
 ``--pixel_spacing`` (mm per pixel of images that record none), ``--predict_dir``, ``--overlays``,
 ``--overlay_size``, ``--runs_root`` and the checkpoint choice (``--ckpt_path FILE|last|best``, else the config's
 newest ``--evaluate_checkpoint`` checkpoint; LightningCLI declares ``--ckpt_path`` itself on its path).
@@ -31,6 +32,12 @@ def add_predict_options(parser: ArgumentParser, checkpoint: bool = True) -> None
         action=ActionYesNo,
         default=False,
         help="predict: find the calcification regions with the detector first (a plain flag; --no_detect).",
+    )
+    parser.add_argument(
+        "--detect_weights",
+        type=Path | None,
+        default=None,
+        help="predict --detect: the detector's ranker file (written by detect-train; default: the shipped one).",
     )
     parser.add_argument(
         "--pixel_spacing",

@@ -20,11 +20,12 @@ and messages know a study only by its pseudonym ``study-N`` (in the order of ``-
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,9 +120,7 @@ def run(cfg: Namespace) -> int:
     rater = load_rater(checkpoint)
     out_dir = Path(cfg.predict_dir) if cfg.predict_dir else default_predict_dir(checkpoint, cfg)
     info = ModelInfo(run_name(checkpoint), sha256(checkpoint))
-    detector = None
-    if cfg.detect:
-        from birads_calc.detection import detect_image as detector  # only when asked: the detector's imports
+    detector = study_detector(cfg)
     outcomes = {key: Outcome(key) for key, _ in wanted}
     rated: list[Rated] = []
     with tempfile.TemporaryDirectory(prefix="birads-calc-dicom-") as staging:
@@ -152,6 +151,22 @@ def run(cfg: Namespace) -> int:
 
 def _rows(rated: Sequence[Rated]) -> int:
     return sum(len(x.lesions) for x in rated)
+
+
+def study_detector(cfg: Namespace) -> Callable | None:
+    """``detect_image`` with ``--detect_weights`` when ``--detect`` asks for the detector (imported only then: its
+    imports cost), else ``None``. A weights file that is not a ranker is refused here, before any study."""
+    if not cfg.detect:
+        if cfg.detect_weights:
+            raise ClinicalError("--detect_weights is the detector's; it needs --detect")
+        return None
+    from birads_calc.detection import detect_image
+    from birads_calc.detection.ranking import load_ranker
+
+    if cfg.detect_weights is None:
+        return detect_image
+    load_ranker(cfg.detect_weights)
+    return functools.partial(detect_image, weights=cfg.detect_weights)
 
 
 def rate_study(cfg, source, key, uid, rater: Rater, staging: Path, detector, first_row: int) -> Rated | None:

@@ -17,10 +17,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from birads_calc.detection.tool import DetectInputError, DetectSummary, run_detection
+from birads_calc.detection.tool import DetectInputError, DetectOptions, DetectSummary, run_detection
 from birads_calc.io import read_csv, write_csv
 
 FLAG = "--detect"
+WEIGHTS = "--detect_weights"
 
 
 class DetectOptionError(ValueError):
@@ -34,6 +35,9 @@ def predict_with_detection(args: Sequence[str], run_predict: Callable[[list[str]
     with the rewritten ones. Returns the exit code (2 with one message for unusable options or images).
     """
     if not wants_detection(args):  # --detect false: an ordinary predict
+        if _options(args).get(WEIGHTS):
+            print(f"birads-calc predict: error: {WEIGHTS} is the detector's; it needs --detect", file=sys.stderr)
+            return 2
         run_predict(_without(args, (FLAG,)))
         return 0
     try:
@@ -64,13 +68,15 @@ def detect_for_predict(args: Sequence[str]) -> tuple[list[str], Path, DetectSumm
     manifest = options.get("--data.manifest")
     if not manifest or manifest is True:
         raise DetectOptionError("--detect needs --data.manifest MANIFEST on the command line (masks not needed)")
-    spacing = options.get("--pixel_spacing")
+    spacing, weights = options.get("--pixel_spacing"), options.get(WEIGHTS)
     folder = Path(options["--predict_dir"]) if options.get("--predict_dir") else default_folder(options, manifest)
+    detect = DetectOptions(weights=Path(weights) if weights and weights is not True else None)
     try:
-        summary = run_detection(folder, manifest, pixel_spacing=spacing if spacing else None, progress=True)
+        summary = run_detection(folder, manifest, pixel_spacing=spacing if spacing else None, progress=True,
+                                options=detect)  # fmt: skip
     except (DetectInputError, ValueError) as error:
         raise DetectOptionError(f"--detect: {error}") from None
-    rest = _without(args, (FLAG, "--pixel_spacing", "--data.manifest", "--predict_dir"))
+    rest = _without(args, (FLAG, WEIGHTS, "--pixel_spacing", "--data.manifest", "--predict_dir"))
     return [*rest, "--data.manifest", str(summary.manifest), "--predict_dir", str(folder)], folder, summary
 
 
