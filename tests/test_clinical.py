@@ -6,6 +6,7 @@ reader OHIF uses (``@cornerstonejs/adapters``, run by node), the detector run on
 headers (spacing).
 """
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -255,6 +256,11 @@ def test_detect_weights_choose_the_detectors_ranker(trained, study, tmp_path, ca
             regions = detect_image(image.pixels, image.pixel_spacing, weights=weights).regions
             scores += [round(100 * region.score, 2) for region in regions]
     assert certainties == pytest.approx(sorted(expected)) and sorted(expected) != sorted(shipped)
+    # the SEGs say which ranker found the regions (Algorithm Parameters), so a result can be traced to its weights
+    digest = hashlib.sha256(ranker.read_bytes()).hexdigest()
+    for path in (out / "dicom" / "study-1").glob("seg-*.dcm"):
+        algorithm = pydicom.dcmread(path).SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+        assert digest in str(algorithm.AlgorithmParameters), path
 
 
 def test_bad_studies_get_one_message_naming_the_study(trained, study, tmp_path, capfd):

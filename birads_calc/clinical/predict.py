@@ -119,8 +119,8 @@ def run(cfg: Namespace) -> int:
     wanted, folder_files = study_keys(cfg, pacs)
     rater = load_rater(checkpoint)
     out_dir = Path(cfg.predict_dir) if cfg.predict_dir else default_predict_dir(checkpoint, cfg)
-    info = ModelInfo(run_name(checkpoint), sha256(checkpoint))
-    detector = study_detector(cfg)
+    detector, ranker = study_detector(cfg)
+    info = ModelInfo(run_name(checkpoint), sha256(checkpoint), sha256(ranker) if ranker else "")
     outcomes = {key: Outcome(key) for key, _ in wanted}
     rated: list[Rated] = []
     with tempfile.TemporaryDirectory(prefix="birads-calc-dicom-") as staging:
@@ -153,20 +153,21 @@ def _rows(rated: Sequence[Rated]) -> int:
     return sum(len(x.lesions) for x in rated)
 
 
-def study_detector(cfg: Namespace) -> Callable | None:
-    """``detect_image`` with ``--detect_weights`` when ``--detect`` asks for the detector (imported only then: its
-    imports cost), else ``None``. A weights file that is not a ranker is refused here, before any study."""
+def study_detector(cfg: Namespace) -> tuple[Callable | None, Path | None]:
+    """``detect_image`` with ``--detect_weights`` and that ranker file when ``--detect`` asks for the detector
+    (imported only then: its imports cost), else ``(None, None)``. A weights file that is not a ranker is refused
+    here, before any study."""
     if not cfg.detect:
         if cfg.detect_weights:
             raise ClinicalError("--detect_weights is the detector's; it needs --detect")
-        return None
+        return None, None
     from birads_calc.detection import detect_image
-    from birads_calc.detection.ranking import load_ranker
+    from birads_calc.detection.ranking import WEIGHTS, load_ranker
 
     if cfg.detect_weights is None:
-        return detect_image
+        return detect_image, WEIGHTS
     load_ranker(cfg.detect_weights)
-    return functools.partial(detect_image, weights=cfg.detect_weights)
+    return functools.partial(detect_image, weights=cfg.detect_weights), Path(cfg.detect_weights)
 
 
 def rate_study(cfg, source, key, uid, rater: Rater, staging: Path, detector, first_row: int) -> Rated | None:

@@ -50,10 +50,12 @@ FIRST_SERIES_NUMBER = 9101  # results go above the acquisition series, and above
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What made the ratings: the run (``proposed/version_1 best.ckpt``) and the checkpoint's SHA-256."""
+    """What made the ratings: the run (``proposed/version_1 best.ckpt``) and the checkpoint's SHA-256; with
+    ``--detect``, the SHA-256 of the detector's ranker file (the shipped one or ``--detect_weights``)."""
 
     run: str
     sha256: str
+    detector_sha256: str = ""
 
     def algorithm(self) -> hd.sr.AlgorithmIdentification:
         return hd.sr.AlgorithmIdentification(
@@ -133,6 +135,7 @@ def build_seg(rated: Sequence[RatedRegion], model: ModelInfo, series_uid: str, s
         series_number=series_number,
         instance=instance,
         series_text=f"BI-RADS calcification regions, {NOT_FOR_CLINICAL_USE}",
+        detector_parameters={"ranker sha256": model.detector_sha256} if model.detector_sha256 else None,
     )
 
 
@@ -145,16 +148,21 @@ def segmentation(
     series_number: int = FIRST_SERIES_NUMBER,
     instance: int = 1,
     series_text: str = "Calcification regions",
+    detector_parameters: dict[str, str] | None = None,
 ) -> hd.seg.Segmentation:
     """A BINARY SEG of one mammogram with a segment per ``(mask, label, category, tracking UID, detected)``.
 
     ``detected``: the region came from the detector (algorithm type AUTOMATIC, family from CID 7162) rather than a
     reader (MANUAL); ``category``: the BI-RADS category that sets the display colour (``None``: not rated).
+    ``detector_parameters``: the detector's Algorithm Parameters (which ranker file found the regions).
     """
     rows, columns = int(image.Rows), int(image.Columns)
     pixels = np.zeros((1, rows, columns, len(segments)), dtype=bool)
     algorithm = hd.AlgorithmIdentificationSequence(
-        name="birads-calc detector", version=birads_calc.__version__, family=codes.DETECTOR_FAMILY
+        name="birads-calc detector",
+        version=birads_calc.__version__,
+        family=codes.DETECTOR_FAMILY,
+        parameters=detector_parameters,
     )
     laterality = str(image.get("ImageLaterality", "") or image.get("Laterality", ""))
     descriptions = []
