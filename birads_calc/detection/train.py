@@ -226,12 +226,15 @@ def outlined_images(manifest: Path) -> list[Outlined]:
 
 def held_out_patients(outlined: list[Outlined], images: int, seed: int) -> list[int]:
     """Indices of the outlined images held out: whole patients, drawn from the seed, until ``images`` are."""
-    patients = sorted({item.patient_id for item in outlined})
+    by_patient: dict[str, list[int]] = {}
+    for index, item in enumerate(outlined):
+        by_patient.setdefault(item.patient_id, []).append(index)
+    patients = sorted(by_patient)
     held: list[int] = []
     for k in np.random.default_rng(seed).permutation(len(patients)):
         if len(held) >= images:
             break
-        held += [i for i, item in enumerate(outlined) if item.patient_id == patients[k]]
+        held += by_patient[patients[k]]
     return sorted(held)
 
 
@@ -256,30 +259,21 @@ def collect(
     parts = []
     for index, path in enumerate(files):
         image = _read(path, "background")
-        native = check_spacing(image.pixel_spacing or (spacing_mm, spacing_mm))[0]
-        for resolution in resolutions:
-            factor = max(1, round(resolution / native))
-            clean = describe(block_mean(image.pixels, factor), (native * factor,) * 2, measure=False)
-            for _ in range(passes if not clean.breast.reason else 0):
-                part = scene_examples(image.pixels, native, factor, lesions, rng, clean)
-                if part is not None:
-                    parts.append((*part, index))
-            if progress:
-                print(f"detect-train: {path.name} at {native * factor:.2f} mm: {passes} pass(es)", file=sys.stderr)
+        for native, factor, clean in _passes(image, spacing_mm, resolutions, passes, path.name if progress else None):
+            part = scene_examples(image.pixels, native, factor, lesions, rng, clean)
+            if part is not None:
+                parts.append((*part, index))
     for offset, item in enumerate(outlined):
         image = _read(item.image, "outlined image", f", row {', '.join(map(str, item.rows))} of --outlined,")
         outline = np.any([read_mask(mask) for mask in item.masks], axis=0).astype(np.float32)
-        native = check_spacing(image.pixel_spacing or (spacing_mm, spacing_mm))[0]
-        for resolution in resolutions:
-            factor = max(1, round(resolution / native))
-            clean = describe(block_mean(image.pixels, factor), (native * factor,) * 2, measure=False)
-            truth = (block_mean(outline, factor) > 0).astype(np.int8)
-            for _ in range(passes if not clean.breast.reason else 0):
-                part = outlined_examples(image.pixels, truth, native, factor, rng, clean)
-                if part is not None:
-                    parts.append((*part, len(files) + offset))
-        if progress:
-            print(f"detect-train: outlined image {offset + 1} of {len(outlined)}: {passes} pass(es)", file=sys.stderr)
+        name = f"outlined image {offset + 1} of {len(outlined)}" if progress else None
+        truths: dict[int, np.ndarray] = {}  # the outline at each working resolution
+        for native, factor, clean in _passes(image, spacing_mm, resolutions, passes, name):
+            if factor not in truths:
+                truths[factor] = (block_mean(outline, factor) > 0).astype(np.int8)
+            part = outlined_examples(image.pixels, truths[factor], native, factor, rng, clean)
+            if part is not None:
+                parts.append((*part, len(files) + offset))
     if not parts:
         raise TrainInputError("detect-train: no breast found on any background")
     return Examples(
@@ -289,6 +283,20 @@ def collect(
         scenes=np.concatenate([np.full(len(p[0]), k) for k, p in enumerate(parts)]),
         backgrounds=np.concatenate([np.full(len(p[0]), p[3]) for p in parts]),
     )
+
+
+def _passes(image, spacing_mm: float, resolutions: list[float], passes: int, name: str | None):
+    """``(native mm, factor, clean)`` once per pass at each working resolution, ``clean`` the ``describe`` of the
+    image reduced by ``factor`` (where the breast is, its local noise); no pass where no breast is found. With a
+    ``name``, a progress line per resolution."""
+    native = check_spacing(image.pixel_spacing or (spacing_mm, spacing_mm))[0]
+    for resolution in resolutions:
+        factor = max(1, round(resolution / native))
+        clean = describe(block_mean(image.pixels, factor), (native * factor,) * 2, measure=False)
+        for _ in range(passes if not clean.breast.reason else 0):
+            yield native, factor, clean
+        if name:
+            print(f"detect-train: {name} at {native * factor:.2f} mm: {passes} pass(es)", file=sys.stderr)
 
 
 def _read(path: Path, what: str, where: str = ""):
