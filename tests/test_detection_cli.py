@@ -142,7 +142,8 @@ def test_predict_detect_rates_every_region_with_its_detection_score(tmp_path, ca
     assert scores[0] == scores[1] != scores[2]
     (tmp_path / "wrong.pt").write_bytes(b"nonsense")
     for extra, named in ((["--detect", "--detect_weights", str(tmp_path / "wrong.pt")], "wrong.pt"),
-                         (["--detect_weights", str(ranker)], "needs --detect")):  # fmt: skip
+                         (["--detect_weights", str(ranker)], "needs --detect"),
+                         (["--detect", "--detect_weights"], "needs a ranker FILE")):  # fmt: skip
         assert main([*base, *extra, "--predict_dir", str(tmp_path / "no")]) == 2
         assert named in capsys.readouterr().err and not (tmp_path / "no" / "predictions.csv").exists()
 

@@ -69,8 +69,10 @@ def detect_for_predict(args: Sequence[str]) -> tuple[list[str], Path, DetectSumm
     if not manifest or manifest is True:
         raise DetectOptionError("--detect needs --data.manifest MANIFEST on the command line (masks not needed)")
     spacing, weights = options.get("--pixel_spacing"), options.get(WEIGHTS)
+    if weights is True:  # given without a file: not silently the shipped ranker
+        raise DetectOptionError(f"{WEIGHTS} needs a ranker FILE (written by detect-train)")
     folder = Path(options["--predict_dir"]) if options.get("--predict_dir") else default_folder(options, manifest)
-    detect = DetectOptions(weights=Path(weights) if weights and weights is not True else None)
+    detect = DetectOptions(weights=Path(weights) if weights else None)
     try:
         summary = run_detection(folder, manifest, pixel_spacing=spacing if spacing else None, progress=True,
                                 options=detect)  # fmt: skip
